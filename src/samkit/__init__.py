@@ -1,0 +1,30 @@
+"""samkit: the Segment Anything Model and the working system around it.
+
+The official API is mirrored::
+
+    from samkit import SamPredictor, sam_model_registry
+    sam = sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth")
+    predictor = SamPredictor(sam)
+"""
+
+from samkit.amg import SamAutomaticMaskGenerator
+from samkit.checkpoint import CheckpointError, save_checkpoint
+from samkit.io.image import load_image
+from samkit.modeling import Sam
+from samkit.predictor import SamPredictor
+from samkit.registry import SamConfig, build_sam, list_models, sam_model_registry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "Sam",
+    "SamAutomaticMaskGenerator",
+    "SamConfig",
+    "SamPredictor",
+    "build_sam",
+    "list_models",
+    "load_image",
+    "sam_model_registry",
+    "save_checkpoint",
+]

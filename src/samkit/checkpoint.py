@@ -1,0 +1,249 @@
+"""Strict, safe checkpoint loading and saving.
+
+Reads official ``.pth`` files (``torch.load(map_location="cpu", weights_only=True)``) and
+``.safetensors`` files, detected by content rather than by suffix. Every failure raises
+:class:`CheckpointError` naming the file and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from samkit.registry import MODELS, SamConfig
+
+_OFFICIAL_HINT = (
+    "Official checkpoints (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth) "
+    "are published at https://dl.fbaipublicfiles.com/segment_anything/ ; `samkit models` lists "
+    "them."
+)
+_CONFIG_KEY = "samkit_config"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+def _sniff(path: Path) -> str:
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "torch-legacy"
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if 0 < header_len < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    return "unknown"
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or the usual wrappers (``{"model": ...}``, ``"state_dict"``)."""
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), got {type(obj)}")
+    return remap_keys(obj)
+
+
+def remap_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Filter function for foreign layouts: strips ``module.`` (DataParallel) prefixes."""
+    return {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
+
+
+def read_checkpoint(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], SamConfig | None]:
+    """Read a checkpoint file.
+
+    Returns:
+        The state dict (official key layout) and the :class:`SamConfig` stored with it by
+        samkit, or None when the file carries no config (official checkpoints).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint not found: {p}. {_OFFICIAL_HINT}")
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a directory; give the checkpoint file itself")
+    if p.stat().st_size == 0:
+        raise CheckpointError(f"{p} is empty (0 bytes): the download or copy did not finish")
+    kind = _sniff(p)
+    if kind == "safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(p), framework="pt", device="cpu") as f:
+                metadata = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f}
+        except Exception as exc:  # safetensors raises its own error types
+            raise CheckpointError(
+                f"{p} looks like a safetensors file but cannot be read (truncated or "
+                f"corrupt?): {exc}"
+            ) from exc
+        config = None
+        if _CONFIG_KEY in metadata:
+            config = SamConfig.from_dict(json.loads(metadata[_CONFIG_KEY]))
+        return remap_keys(state), config
+    if kind.startswith("torch"):
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+                raise CheckpointError(
+                    f"{p} holds Python objects beyond tensors; samkit only loads weights "
+                    f"(weights_only=True) for safety. Re-save it as a plain state dict. ({message})"
+                ) from exc
+            raise CheckpointError(
+                f"{p} cannot be read as a PyTorch checkpoint (truncated or corrupt?): {message}"
+            ) from exc
+        config = None
+        if isinstance(obj, dict) and isinstance(obj.get(_CONFIG_KEY), dict):
+            config = SamConfig.from_dict(obj[_CONFIG_KEY])
+        return _unwrap(obj, p), config
+    raise CheckpointError(
+        f"{p} is neither a PyTorch (.pth) nor a safetensors checkpoint (unrecognised file "
+        f"header). {_OFFICIAL_HINT}"
+    )
+
+
+def _count(state_dict: dict[str, torch.Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in state_dict if (m := rx.match(k))})
+
+
+def infer_config(
+    state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str] | None = None
+) -> SamConfig:
+    """Recover the architecture from tensor shapes (the decoder head count cannot be seen in
+    shapes and is taken as SAM's 8)."""
+    sd = state_dict
+    try:
+        patch = sd["image_encoder.patch_embed.proj.weight"]
+        dim, patch_size = patch.shape[0], patch.shape[-1]
+        grid = sd["image_encoder.pos_embed"].shape[1]
+        depth = _count(sd, r"image_encoder\.blocks\.(\d+)\.")
+        head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
+        global_idx = tuple(
+            i for i in range(depth)
+            if sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] == 2 * grid - 1
+        )
+        local = [i for i in range(depth) if i not in global_idx]
+        window = (sd[f"image_encoder.blocks.{local[0]}.attn.rel_pos_h"].shape[0] + 1) // 2 \
+            if local else 14
+        return SamConfig(
+            encoder_embed_dim=dim,
+            encoder_depth=depth,
+            encoder_num_heads=dim // head_dim,
+            encoder_global_attn_indexes=global_idx,
+            image_size=grid * patch_size,
+            patch_size=patch_size,
+            window_size=window,
+            mlp_ratio=sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / dim,
+            prompt_embed_dim=sd["image_encoder.neck.0.weight"].shape[0],
+            mask_in_chans=sd["prompt_encoder.mask_downscaling.3.weight"].shape[0],
+            decoder_depth=_count(sd, r"mask_decoder\.transformer\.layers\.(\d+)\."),
+            decoder_mlp_dim=sd["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+            num_multimask_outputs=sd["mask_decoder.mask_tokens.weight"].shape[0] - 1,
+            iou_head_depth=_count(sd, r"mask_decoder\.iou_prediction_head\.layers\.(\d+)\."),
+            iou_head_hidden_dim=sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        where = f"{path}: " if path is not None else ""
+        raise CheckpointError(
+            f"{where}does not look like a SAM checkpoint (cannot infer the architecture; "
+            f"missing or odd entry {exc}). Pass the model type explicitly, or check the file."
+        ) from exc
+
+
+def name_for_config(config: SamConfig) -> str | None:
+    """The registered name whose config matches ``config`` (ignoring decoder heads)."""
+    for name, entry in MODELS.items():
+        ref = entry.config
+        if (ref.encoder_embed_dim, ref.encoder_depth, ref.image_size, ref.prompt_embed_dim) == (
+            config.encoder_embed_dim, config.encoder_depth, config.image_size,
+            config.prompt_embed_dim,
+        ):
+            return name
+    return None
+
+
+def _describe(sd: dict[str, torch.Tensor]) -> str:
+    try:
+        cfg = infer_config(sd)
+    except CheckpointError:
+        return ""
+    name = name_for_config(cfg)
+    shape = (
+        f"encoder width {cfg.encoder_embed_dim}, {cfg.encoder_depth} blocks, "
+        f"input {cfg.image_size}px"
+    )
+    if name:
+        return f" This looks like a {name} checkpoint ({shape}): build it with model type {name!r}."
+    return f" The file holds a SAM-layout model with {shape}."
+
+
+def _first(items: list[str], n: int = 5) -> str:
+    more = f" ... (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def load_state_dict(
+    model: nn.Module,
+    state_dict: dict[str, torch.Tensor],
+    path: str | os.PathLike[str] | None = None,
+    expected_name: str | None = None,
+) -> None:
+    """Load ``state_dict`` into ``model`` strictly, explaining any mismatch."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mismatched = [
+        f"{k} (file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)})"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        src = f"{path}" if path is not None else "state dict"
+        target = f" for {expected_name}" if expected_name else ""
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_first(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches: {_first(mismatched, 3)}")
+        hint = _describe(state_dict)
+        if missing and not unexpected and not mismatched and not hint:
+            hint = " The file looks partial (an interrupted download or a filtered state dict)."
+        raise CheckpointError(
+            f"{src} does not fit the model{target}: " + "; ".join(parts) + "." + hint
+        )
+    model.load_state_dict(state_dict, strict=True)
+
+
+def save_checkpoint(
+    model: nn.Module, path: str | os.PathLike[str], config: SamConfig | None = None
+) -> Path:
+    """Save weights to ``.safetensors`` (official key names) with the config in its metadata."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    config = config or getattr(model, "config", None)
+    metadata = {"format": "pt"}
+    if config is not None:
+        metadata[_CONFIG_KEY] = json.dumps(config.to_dict())
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    p.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(p), metadata=metadata)
+    return p

@@ -1,0 +1,267 @@
+"""``samkit`` command line: thin wrappers over the library (parse, call, write)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from samkit.checkpoint import CheckpointError
+
+AMG_FLAGS: dict[str, tuple[type, str, str]] = {
+    "points_per_side": (int, "points sampled along each image side", "32"),
+    "points_per_batch": (int, "points decoded per batch", "64"),
+    "pred_iou_thresh": (float, "keep masks with predicted IoU above this", "0.88"),
+    "stability_score_thresh": (float, "keep masks with stability score at least this", "0.95"),
+    "stability_score_offset": (float, "logit offset for the stability score", "1.0"),
+    "box_nms_thresh": (float, "box IoU for NMS within a crop", "0.7"),
+    "crop_n_layers": (int, "extra layers of image crops", "0"),
+    "crop_nms_thresh": (float, "box IoU for NMS across crops", "0.7"),
+    "crop_overlap_ratio": (float, "crop overlap as a fraction of the short side", "0.3413"),
+    "crop_n_points_downscale_factor": (int, "points-per-side shrink per crop layer", "1"),
+    "min_mask_region_area": (int, "remove islands/holes smaller than this (pixels)", "0"),
+}
+
+
+class CliError(Exception):
+    """An error reported to the user as one line, without a traceback."""
+
+
+def _parse_numbers(text: str, n: tuple[int, ...], what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise CliError(f"{what} {text!r}: expected comma-separated numbers") from None
+    if len(values) not in n:
+        raise CliError(f"{what} {text!r}: expected {' or '.join(map(str, n))} numbers")
+    return values
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name:
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from samkit.registry import build_sam
+
+    if args.checkpoint is None:
+        raise CliError(
+            "no --checkpoint given. samkit cannot download weights; get an official "
+            "checkpoint (see `samkit models` for names and the download address) and pass "
+            "--checkpoint PATH"
+        )
+    model = build_sam(args.model, checkpoint=args.checkpoint, device=_device(args.device))
+    return model
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", type=Path, help="model weights (.pth or .safetensors)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model type (vit_h, vit_l, vit_b, default); inferred from the checkpoint if omitted",
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(array).save(path)
+
+
+# -- segment -------------------------------------------------------------------------------
+def cmd_segment(args: argparse.Namespace) -> int:
+    from samkit.io.image import load_image
+    from samkit.predictor import SamPredictor
+    from samkit.viz import overlay
+
+    points = [_parse_numbers(p, (2, 3), "--point") for p in args.point or []]
+    box = _parse_numbers(args.box, (4,), "--box") if args.box else None
+    if not points and box is None:
+        raise CliError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
+    image = load_image(args.image)
+    model = _load_model(args)
+    predictor = SamPredictor(model)
+    predictor.set_image(image)
+    coords = labels = None
+    if points:
+        coords = np.array([p[:2] for p in points])
+        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points])
+    masks, scores, _ = predictor.predict(
+        point_coords=coords,
+        point_labels=labels,
+        box=None if box is None else np.array(box),
+        multimask_output=args.multimask,
+    )
+    order = np.argsort(-scores)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = Path(args.image).stem
+    files = []
+    for rank, i in enumerate(order):
+        name = f"{stem}_mask{rank}.png" if len(order) > 1 else f"{stem}_mask.png"
+        _save_png(out / name, masks[i].astype(np.uint8) * 255)
+        files.append({"file": name, "score": float(scores[i]), "area": int(masks[i].sum())})
+    best = masks[order[0]]
+    vis = overlay(image, [best], points=coords, labels=labels,
+                  boxes=None if box is None else np.array([box]))
+    _save_png(out / f"{stem}_overlay.png", vis)
+    report = {
+        "image": str(args.image),
+        "size": list(image.shape[:2]),
+        "points": None if coords is None else coords.tolist(),
+        "labels": None if labels is None else labels.tolist(),
+        "box": box,
+        "masks": files,
+        "overlay": f"{stem}_overlay.png",
+    }
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    print(f"wrote {len(files)} mask(s), overlay and scores to {out}/ (best score "
+          f"{files[0]['score']:.3f})")
+    return 0
+
+
+# -- amg -----------------------------------------------------------------------------------
+def cmd_amg(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from samkit.amg import SamAutomaticMaskGenerator
+    from samkit.io.image import list_images, load_image
+
+    images = list_images(args.input)
+    if not images:
+        raise CliError(f"no images found in {args.input}")
+    model = _load_model(args)
+    params = {k: getattr(args, k) for k in AMG_FLAGS if getattr(args, k) is not None}
+    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **params)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    coco: dict[str, Any] = {
+        "images": [], "annotations": [], "categories": [{"id": 1, "name": "object"}]
+    }
+    failed = []
+    for image_id, path in enumerate(tqdm(images, desc="amg", unit="img"), start=1):
+        try:
+            image = load_image(path)
+        except (OSError, ValueError) as exc:
+            failed.append(f"{path}: {exc}")
+            continue
+        records = generator.generate(image)
+        h, w = image.shape[:2]
+        if args.format == "coco":
+            coco["images"].append({"id": image_id, "file_name": path.name, "height": h,
+                                   "width": w})
+            for rec in records:
+                coco["annotations"].append({
+                    "id": len(coco["annotations"]) + 1, "image_id": image_id, "category_id": 1,
+                    "segmentation": rec["segmentation"], "area": rec["area"],
+                    "bbox": rec["bbox"], "iscrowd": 0, "score": rec["predicted_iou"],
+                    "stability_score": rec["stability_score"],
+                    "point_coords": rec["point_coords"], "crop_box": rec["crop_box"],
+                })
+        elif args.format == "rle-json":
+            (out / f"{path.stem}.json").write_text(json.dumps(records))
+        else:
+            from samkit.ops import decode_coco_rle
+
+            folder = out / path.stem
+            folder.mkdir(exist_ok=True)
+            meta = []
+            for i, rec in enumerate(records):
+                _save_png(folder / f"{i}.png", decode_coco_rle(rec["segmentation"])
+                          .astype(np.uint8) * 255)
+                meta.append({k: v for k, v in rec.items() if k != "segmentation"} |
+                            {"file": f"{i}.png"})
+            (folder / "metadata.json").write_text(json.dumps(meta, indent=1))
+    if args.format == "coco":
+        (out / "annotations.json").write_text(json.dumps(coco))
+    done = len(images) - len(failed)
+    print(f"processed {done}/{len(images)} image(s); results in {out}/")
+    for line in failed:
+        print(f"skipped {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# -- models --------------------------------------------------------------------------------
+def cmd_models(args: argparse.Namespace) -> int:
+    import torch
+
+    from samkit.registry import DEFAULT_ALIASES, MODELS, build_sam_from_config
+
+    rows = []
+    for name, entry in MODELS.items():
+        with torch.device("meta"):
+            model = build_sam_from_config(entry.config)
+        n_params = sum(p.numel() for p in model.parameters())
+        w = entry.weights
+        rows.append((
+            name, f"{n_params / 1e6:.1f}M",
+            w.filename if w else "-", f"{w.size_bytes / 2**20:.0f} MiB" if w else "-",
+            entry.description,
+        ))
+    header = ("model", "params", "checkpoint", "size", "")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    for r in [header, *rows]:
+        print("  ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip())
+    aliases = ", ".join(f"{a} = {t}" for a, t in DEFAULT_ALIASES.items())
+    print(f"\naliases: {aliases}")
+    print("official checkpoints: https://dl.fbaipublicfiles.com/segment_anything/<checkpoint>")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="samkit", description="Segment Anything: masks from clicks, boxes or nothing."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser("segment", help="segment one object from points and/or a box")
+    seg.add_argument("image", type=Path, help="input image")
+    seg.add_argument("--point", action="append", metavar="X,Y[,LABEL]",
+                     help="a click in pixels; LABEL 1 = foreground (default), 0 = background; "
+                          "repeat for several")
+    seg.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box in pixels (XYXY)")
+    seg.add_argument("--multimask", action="store_true",
+                     help="write the 3 candidate masks, best first")
+    seg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    _add_model_args(seg)
+    seg.set_defaults(func=cmd_segment)
+
+    amg = sub.add_parser("amg", help="segment everything in an image or a directory of images")
+    amg.add_argument("input", type=Path, help="image file or directory")
+    amg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    amg.add_argument("--format", choices=["coco", "png", "rle-json"], default="coco",
+                     help="coco: one annotations.json; png: a folder of mask PNGs per image; "
+                          "rle-json: one JSON of COCO-RLE records per image")
+    for name, (typ, help_text, default) in AMG_FLAGS.items():
+        amg.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                         help=f"{help_text} (default {default})")
+    _add_model_args(amg)
+    amg.set_defaults(func=cmd_amg)
+
+    models = sub.add_parser("models", help="list model variants and official checkpoints")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (CliError, CheckpointError, FileNotFoundError, ValueError) as exc:
+        print(f"samkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""Model variants as data: name -> :class:`SamConfig` -> :func:`build_sam`.
+
+``sam_model_registry`` mirrors the official API: ``sam_model_registry["vit_b"](checkpoint=...)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from samkit.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """Every size of a SAM model. Defaults are the shared parts of the official models."""
+
+    encoder_embed_dim: int = 768
+    encoder_depth: int = 12
+    encoder_num_heads: int = 12
+    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+    image_size: int = 1024
+    patch_size: int = 16
+    window_size: int = 14
+    mlp_ratio: float = 4.0
+    prompt_embed_dim: int = 256
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_num_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    iou_head_depth: int = 3
+    iou_head_hidden_dim: int = 256
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.image_size % self.patch_size == 0, "image_size must be a multiple of patch_size"),
+            (self.encoder_embed_dim % self.encoder_num_heads == 0,
+             "encoder_num_heads must divide encoder_embed_dim"),
+            (self.prompt_embed_dim % 8 == 0, "prompt_embed_dim must be a multiple of 8"),
+            (self.mask_in_chans % 4 == 0, "mask_in_chans must be a multiple of 4"),
+            (all(0 <= i < self.encoder_depth for i in self.encoder_global_attn_indexes),
+             "encoder_global_attn_indexes must index blocks below encoder_depth"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid SamConfig: {message} ({self})")
+
+    @property
+    def embedding_size(self) -> int:
+        """Side of the image embedding grid (64 for SAM)."""
+        return self.image_size // self.patch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SamConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown SamConfig fields: {sorted(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    """Where a variant's weights come from (kept apart from the architecture)."""
+
+    filename: str
+    url: str
+    size_bytes: int
+    license: str = "Apache-2.0"
+
+
+_OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    config: SamConfig
+    weights: WeightsInfo | None = None
+    description: str = ""
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+
+MODELS: dict[str, ModelEntry] = {
+    "vit_h": ModelEntry(
+        SamConfig(1280, 32, 16, (7, 15, 23, 31)),
+        WeightsInfo("sam_vit_h_4b8939.pth", _OFFICIAL_BASE + "sam_vit_h_4b8939.pth", 2564550879),
+        "SAM ViT-H (official)",
+    ),
+    "vit_l": ModelEntry(
+        SamConfig(1024, 24, 16, (5, 11, 17, 23)),
+        WeightsInfo("sam_vit_l_0b3195.pth", _OFFICIAL_BASE + "sam_vit_l_0b3195.pth", 1249524607),
+        "SAM ViT-L (official)",
+    ),
+    "vit_b": ModelEntry(
+        SamConfig(768, 12, 12, (2, 5, 8, 11)),
+        WeightsInfo("sam_vit_b_01ec64.pth", _OFFICIAL_BASE + "sam_vit_b_01ec64.pth", 375042383),
+        "SAM ViT-B (official)",
+    ),
+}
+DEFAULT_ALIASES = {"default": "vit_h"}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_sam` (aliases excluded)."""
+    return list(MODELS)
+
+
+def resolve_name(name: str) -> str:
+    """Map an alias such as ``"default"`` to a registered name; raise on unknown names."""
+    name = DEFAULT_ALIASES.get(name, name)
+    if name not in MODELS:
+        known = ", ".join(list(MODELS) + list(DEFAULT_ALIASES))
+        raise ValueError(f"unknown model type {name!r}; known: {known}")
+    return name
+
+
+def get_config(name: str) -> SamConfig:
+    return MODELS[resolve_name(name)].config
+
+
+def build_sam_from_config(config: SamConfig) -> Sam:
+    """Build an untrained model (random initialisation) in eval mode."""
+    grid = config.embedding_size
+    model = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=config.image_size,
+            patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim,
+            depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads,
+            mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_embed_dim,
+            window_size=config.window_size,
+            global_attn_indexes=tuple(config.encoder_global_attn_indexes),
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            transformer_dim=config.prompt_embed_dim,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                num_heads=config.decoder_num_heads,
+                mlp_dim=config.decoder_mlp_dim,
+            ),
+            num_multimask_outputs=config.num_multimask_outputs,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=config.pixel_mean,
+        pixel_std=config.pixel_std,
+    )
+    model.config = config
+    return model.eval()
+
+
+def build_sam(
+    model_type: str | SamConfig | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str | torch.device = "cpu",
+) -> Sam:
+    """Build a SAM model, optionally loading weights strictly.
+
+    Args:
+        model_type: A registered name (``"vit_h"``, ``"vit_l"``, ``"vit_b"``, ``"default"``), a
+            :class:`SamConfig`, or None to infer the architecture from ``checkpoint``.
+        checkpoint: ``.pth`` or ``.safetensors`` file in the official key layout.
+        device: Where to put the model.
+
+    Returns:
+        The model in eval mode.
+    """
+    from samkit.checkpoint import infer_config, load_state_dict, read_checkpoint
+
+    if model_type is None and checkpoint is None:
+        raise ValueError("build_sam needs a model_type, a checkpoint, or both")
+    state_dict = metadata_config = None
+    if checkpoint is not None:
+        state_dict, metadata_config = read_checkpoint(checkpoint)
+    if isinstance(model_type, SamConfig):
+        config, name = model_type, None
+    elif model_type is not None:
+        name = resolve_name(model_type)
+        config = MODELS[name].config
+    else:
+        assert state_dict is not None
+        config, name = metadata_config or infer_config(state_dict, checkpoint), None
+    model = build_sam_from_config(config)
+    if state_dict is not None:
+        load_state_dict(model, state_dict, checkpoint, expected_name=name)
+    return model.to(device)
+
+
+def _registry_builder(name: str) -> Callable[..., Sam]:
+    def builder(checkpoint: str | os.PathLike[str] | None = None) -> Sam:
+        return build_sam(name, checkpoint=checkpoint)
+
+    builder.__name__ = f"build_sam_{name}"
+    builder.__doc__ = f"Build {name} (official API); ``checkpoint`` is loaded strictly."
+    return builder
+
+
+#: Official-style registry: ``sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth")``.
+sam_model_registry: dict[str, Callable[..., Sam]] = {
+    alias: _registry_builder(target) for alias, target in DEFAULT_ALIASES.items()
+}
+sam_model_registry.update({name: _registry_builder(name) for name in MODELS})

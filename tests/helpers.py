@@ -1,0 +1,133 @@
+"""Shared test helpers: tiny configs, lively random weights, official reference models."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from samkit.registry import SamConfig, build_sam_from_config
+
+TINY = SamConfig(
+    encoder_embed_dim=32,
+    encoder_depth=4,
+    encoder_num_heads=2,
+    encoder_global_attn_indexes=(1, 3),
+    image_size=256,
+    patch_size=16,
+    window_size=5,  # 16x16 grid -> padded to 20x20 windows: exercises padding
+    prompt_embed_dim=32,
+    mask_in_chans=8,
+    decoder_depth=2,
+    decoder_num_heads=2,
+    decoder_mlp_dim=64,
+    iou_head_hidden_dim=32,
+)
+
+
+def lively_state_dict(config: SamConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights in the official layout that give non-trivial masks.
+
+    Zero-initialised tensors (positions, relative positions) get noise, mask logits are
+    sharpened so stability scores vary, and predicted IoUs are centred near 0.9 so that the
+    generator's default thresholds keep some masks and drop others.
+    """
+    torch.manual_seed(seed)
+    model = build_sam_from_config(config)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)
+    for k, v in sd.items():
+        if "pos_embed" in k or "rel_pos" in k:
+            sd[k] = 0.2 * torch.randn(v.shape, generator=gen)
+    # Spatially constant upscaling kernels make masks follow the image content (blobs) instead
+    # of a 4x4 checkerboard, and a sharper positional encoding makes them depend on the click.
+    for key in ("mask_decoder.output_upscaling.0.weight", "mask_decoder.output_upscaling.3.weight"):
+        sd[key] = sd[key][:, :, :1, :1].expand_as(sd[key]).clone()
+    sd["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] *= 4.0
+    n_tokens = config.num_multimask_outputs + 1
+    last = config.iou_head_depth - 1
+    for i in range(n_tokens):
+        key = f"mask_decoder.output_hypernetworks_mlps.{i}.layers.2.weight"
+        sd[key] = sd[key] * 3000.0
+    sd[f"mask_decoder.iou_prediction_head.layers.{last}.weight"] *= 0.3
+    sd[f"mask_decoder.iou_prediction_head.layers.{last}.bias"] = 0.9 + 0.02 * torch.randn(
+        n_tokens, generator=gen
+    )
+    return sd
+
+
+def build_official(config: SamConfig):
+    """The official segment-anything model with the same architecture (reference only)."""
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    grid = config.image_size // config.patch_size
+    return Sam(
+        image_encoder=ImageEncoderViT(
+            depth=config.encoder_depth,
+            embed_dim=config.encoder_embed_dim,
+            img_size=config.image_size,
+            mlp_ratio=config.mlp_ratio,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+            num_heads=config.encoder_num_heads,
+            patch_size=config.patch_size,
+            qkv_bias=True,
+            use_rel_pos=True,
+            global_attn_indexes=config.encoder_global_attn_indexes,
+            window_size=config.window_size,
+            out_chans=config.prompt_embed_dim,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=config.prompt_embed_dim,
+            image_embedding_size=(grid, grid),
+            input_image_size=(config.image_size, config.image_size),
+            mask_in_chans=config.mask_in_chans,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=config.num_multimask_outputs,
+            transformer=TwoWayTransformer(
+                depth=config.decoder_depth,
+                embedding_dim=config.prompt_embed_dim,
+                mlp_dim=config.decoder_mlp_dim,
+                num_heads=config.decoder_num_heads,
+            ),
+            transformer_dim=config.prompt_embed_dim,
+            iou_head_depth=config.iou_head_depth,
+            iou_head_hidden_dim=config.iou_head_hidden_dim,
+        ),
+        pixel_mean=list(config.pixel_mean),
+        pixel_std=list(config.pixel_std),
+    ).eval()
+
+
+def model_pair(config: SamConfig = TINY, seed: int = 0):
+    """(samkit model, official model) sharing the same random weights."""
+    sd = lively_state_dict(config, seed)
+    ours = build_sam_from_config(config)
+    ours.load_state_dict(sd, strict=True)
+    ref = build_official(config)
+    ref.load_state_dict(sd, strict=True)
+    return ours, ref
+
+
+def scene(h: int = 120, w: int = 160, seed: int = 0) -> np.ndarray:
+    """A uint8 RGB test picture with a few flat shapes over a gradient."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = np.zeros((h, w, 3), dtype=np.float64)
+    img[..., 0] = 40 + 100 * xx / w
+    img[..., 1] = 60 + 80 * yy / h
+    img[..., 2] = 90
+    for _ in range(5):
+        cy, cx = rng.uniform(0.15, 0.85) * h, rng.uniform(0.15, 0.85) * w
+        ry, rx = rng.uniform(0.08, 0.25) * h, rng.uniform(0.08, 0.25) * w
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        img[inside] = rng.uniform(0, 255, size=3)
+    img += rng.normal(0, 4, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
