@@ -84,7 +84,7 @@ def read_checkpoint(
         try:
             with safe_open(str(p), framework="pt", device="cpu") as f:
                 metadata = f.metadata() or {}
-                state = {k: f.get_tensor(k) for k in f}
+                state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
         except Exception as exc:  # safetensors raises its own error types
             raise CheckpointError(
                 f"{p} looks like a safetensors file but cannot be read (truncated or "

@@ -1,0 +1,152 @@
+"""Strict checkpoint loading and its error messages."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import TINY, build_official, lively_state_dict
+
+from samkit import CheckpointError, build_sam, save_checkpoint
+from samkit.checkpoint import infer_config, load_state_dict, name_for_config, read_checkpoint
+from samkit.registry import build_sam_from_config, get_config
+
+
+@pytest.fixture(scope="module")
+def tiny_sd():
+    return lively_state_dict(TINY, seed=0)
+
+
+@pytest.fixture
+def pth(tmp_path, tiny_sd):
+    path = tmp_path / "tiny.pth"
+    torch.save(tiny_sd, path)
+    return path
+
+
+def test_official_layout_loads_into_both(pth, tiny_sd):
+    model = build_sam(TINY, checkpoint=pth)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, tiny_sd[k]), k
+    ref = build_official(TINY)
+    ref.load_state_dict(torch.load(pth, weights_only=True), strict=True)
+
+
+def test_infer_config_from_weights(pth):
+    model = build_sam(checkpoint=pth)  # no model type: inferred from shapes
+    cfg = model.config
+    assert cfg.encoder_embed_dim == 32 and cfg.encoder_depth == 4
+    assert cfg.encoder_global_attn_indexes == (1, 3) and cfg.window_size == 5
+    assert cfg.image_size == 256 and cfg.prompt_embed_dim == 32
+
+
+def test_safetensors_roundtrip_keeps_config(tmp_path, tiny_sd):
+    model = build_sam_from_config(TINY)
+    model.load_state_dict(tiny_sd)
+    path = save_checkpoint(model, tmp_path / "tiny.safetensors")
+    sd, cfg = read_checkpoint(path)
+    assert cfg == TINY  # decoder head count too, which shapes cannot tell
+    loaded = build_sam(checkpoint=path)
+    assert loaded.config == TINY
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, tiny_sd[k])
+
+
+def test_wrapped_and_dataparallel_state_dicts(tmp_path, tiny_sd):
+    path = tmp_path / "wrapped.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in tiny_sd.items()}, "epoch": 3}, path)
+    build_sam(TINY, checkpoint=path)
+
+
+def test_missing_file_says_where_checkpoints_come_from(tmp_path):
+    with pytest.raises(CheckpointError, match=r"not found.*dl\.fbaipublicfiles\.com"):
+        build_sam("vit_b", checkpoint=tmp_path / "sam_vit_b_01ec64.pth")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.pth"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        read_checkpoint(path)
+
+
+def test_junk_file(tmp_path):
+    path = tmp_path / "junk.pth"
+    path.write_bytes(b"<html>404 not found</html>" * 10)
+    with pytest.raises(CheckpointError, match=r"junk\.pth is neither a PyTorch"):
+        read_checkpoint(path)
+
+
+def test_truncated_pth(pth):
+    data = pth.read_bytes()
+    pth.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"tiny\.pth cannot be read.*truncated"):
+        read_checkpoint(pth)
+
+
+def test_truncated_safetensors(tmp_path, tiny_sd):
+    model = build_sam_from_config(TINY)
+    path = save_checkpoint(model, tmp_path / "t.safetensors")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(CheckpointError, match=r"t\.safetensors .*cannot be read"):
+        read_checkpoint(path)
+
+
+def test_pickled_objects_rejected(tmp_path):
+    path = tmp_path / "obj.pth"
+    torch.save({"model": {"x": torch.zeros(1)}, "cfg": object.__new__(_Opaque)}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        read_checkpoint(path)
+
+
+class _Opaque:
+    pass
+
+
+def test_partial_checkpoint_names_missing_keys(tmp_path, tiny_sd):
+    partial = {k: v for k, v in tiny_sd.items() if not k.startswith("mask_decoder.")}
+    path = tmp_path / "partial.pth"
+    torch.save(partial, path)
+    with pytest.raises(CheckpointError) as info:
+        build_sam(TINY, checkpoint=path)
+    msg = str(info.value)
+    assert "partial.pth" in msg and "missing keys" in msg and "mask_decoder." in msg
+
+
+def test_unexpected_and_mismatched_keys(tmp_path, tiny_sd):
+    bad = dict(tiny_sd)
+    bad["extra.weight"] = torch.zeros(3)
+    bad["mask_decoder.iou_token.weight"] = torch.zeros(1, 7)
+    path = tmp_path / "bad.pth"
+    torch.save(bad, path)
+    with pytest.raises(CheckpointError) as info:
+        build_sam(TINY, checkpoint=path)
+    msg = str(info.value)
+    assert "unexpected keys: extra.weight" in msg
+    assert "mask_decoder.iou_token.weight (file (1, 7) vs model (1, 32))" in msg
+
+
+def test_not_a_sam_checkpoint(tmp_path):
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(4, 3, 3, 3)}, path)
+    with pytest.raises(CheckpointError, match="does not look like a SAM checkpoint"):
+        build_sam(checkpoint=path)
+
+
+def test_wrong_model_type_is_named():
+    """A vit_l state dict given to vit_b: the error says it looks like vit_l (meta tensors)."""
+    with torch.device("meta"):
+        vit_b = build_sam_from_config(get_config("vit_b"))
+        vit_l_sd = build_sam_from_config(get_config("vit_l")).state_dict()
+    assert name_for_config(infer_config(vit_l_sd)) == "vit_l"
+    with pytest.raises(CheckpointError, match="looks like a vit_l checkpoint"):
+        load_state_dict(vit_b, vit_l_sd, "sam_vit_l_0b3195.pth", expected_name="vit_b")
+
+
+def test_registry_builders_and_default_alias():
+    from samkit import list_models, sam_model_registry
+
+    assert list_models() == ["vit_h", "vit_l", "vit_b"]
+    assert set(sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b"}
+    with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
+        build_sam("vit_x")

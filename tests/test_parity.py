@@ -1,0 +1,158 @@
+"""samkit against the official segment-anything on the same random weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY, model_pair, scene
+
+from samkit import SamAutomaticMaskGenerator, SamPredictor
+
+segment_anything = pytest.importorskip("segment_anything")
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return model_pair(TINY, seed=2)
+
+
+@pytest.fixture(scope="module")
+def predictors(pair):
+    ours, ref = pair
+    img = scene(120, 160, seed=1)
+    p = SamPredictor(ours)
+    q = segment_anything.SamPredictor(ref)
+    p.set_image(img)
+    q.set_image(img)
+    return p, q
+
+
+def test_image_embedding(pair):
+    ours, ref = pair
+    x = torch.randn(2, 3, TINY.image_size, TINY.image_size, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        a, b = ours.image_encoder(x), ref.image_encoder(x)
+    assert a.shape == (2, TINY.prompt_embed_dim, 16, 16)
+    assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_predictor_embedding(predictors):
+    p, q = predictors
+    assert p.original_size == q.original_size and p.input_size == q.input_size
+    assert (p.get_image_embedding() - q.get_image_embedding()).abs().max().item() <= 1e-4
+
+
+PROMPTS = {
+    "one_point": dict(point_coords=np.array([[50, 60]]), point_labels=np.array([1])),
+    "fg_bg_points": dict(
+        point_coords=np.array([[50, 60], [100, 30], [10, 110]]), point_labels=np.array([1, 1, 0])
+    ),
+    "box": dict(box=np.array([20, 30, 120, 100])),
+    "box_points": dict(
+        box=np.array([20, 30, 120, 100]),
+        point_coords=np.array([[70, 65], [25, 35]]),
+        point_labels=np.array([1, 0]),
+    ),
+}
+
+
+def _compare(a, b):
+    (m1, s1, l1), (m2, s2, l2) = a, b
+    assert m1.shape == m2.shape and m1.dtype == m2.dtype == bool
+    assert (m1 == m2).all()
+    np.testing.assert_allclose(s1, s2, atol=1e-4)
+    assert np.abs(l1 - l2).max() <= 1e-3
+
+
+@pytest.mark.parametrize("multimask", [True, False])
+@pytest.mark.parametrize("name", list(PROMPTS))
+def test_predict(predictors, name, multimask):
+    p, q = predictors
+    kwargs = dict(PROMPTS[name], multimask_output=multimask)
+    out, ref = p.predict(**kwargs), q.predict(**kwargs)
+    assert out[0].shape == (3 if multimask else 1, 120, 160)
+    assert 0 < out[0].sum() < out[0].size, "test weights should give non-trivial masks"
+    _compare(out, ref)
+
+
+def test_predict_logits(predictors):
+    p, q = predictors
+    a = p.predict(**PROMPTS["one_point"], return_logits=True)[0]
+    b = q.predict(**PROMPTS["one_point"], return_logits=True)[0]
+    assert a.dtype == np.float32
+    np.testing.assert_allclose(a, b, atol=1e-3)
+
+
+def test_mask_input_refinement(predictors):
+    p, q = predictors
+    _, scores, logits = p.predict(**PROMPTS["one_point"])
+    mask_input = logits[np.argmax(scores)][None]
+    kwargs = dict(
+        point_coords=np.array([[50, 60], [120, 90]]),
+        point_labels=np.array([1, 0]),
+        mask_input=mask_input,
+        multimask_output=False,
+    )
+    _compare(p.predict(**kwargs), q.predict(**kwargs))
+
+
+def test_predict_torch_batch_of_boxes(predictors):
+    p, q = predictors
+    boxes = torch.tensor([[10, 10, 80, 90], [40, 20, 150, 110], [0, 0, 159, 119], [60, 50, 70, 60]])
+    tb = p.transform.apply_boxes_torch(boxes, p.original_size)
+    tq = q.transform.apply_boxes_torch(boxes, q.original_size)
+    assert torch.equal(tb, tq)
+    a = p.predict_torch(None, None, boxes=tb, multimask_output=False)
+    b = q.predict_torch(None, None, boxes=tq, multimask_output=False)
+    assert a[0].shape == (4, 1, 120, 160)
+    assert torch.equal(a[0], b[0])
+    assert (a[1] - b[1]).abs().max() <= 1e-4
+
+
+def _assert_same_records(ours, ref):
+    assert len(ours) == len(ref)
+    for a, b in zip(ours, ref):
+        assert set(a) == set(b)
+        for key in a:
+            if key in ("predicted_iou", "stability_score"):
+                both_nan = np.isnan(a[key]) and np.isnan(b[key])  # empty masks: 0 / 0
+                assert both_nan or abs(a[key] - b[key]) <= 1e-4, key
+            elif key == "segmentation" and isinstance(a[key], np.ndarray):
+                assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key])
+            else:
+                assert a[key] == b[key], key
+
+
+AMG_CASES = {
+    "defaults": dict(points_per_side=12),
+    "crops_min_area": dict(points_per_side=12, crop_n_layers=1, min_mask_region_area=30),
+    "no_thresholds": dict(points_per_side=12, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+}
+
+
+@pytest.mark.parametrize("mode", ["binary_mask", "uncompressed_rle", "coco_rle"])
+@pytest.mark.parametrize("case", list(AMG_CASES))
+def test_automatic_mask_generator(pair, case, mode):
+    ours, ref = pair
+    img = scene(120, 160, seed=1)
+    kwargs = dict(AMG_CASES[case], output_mode=mode)
+    a = SamAutomaticMaskGenerator(ours, **kwargs).generate(img)
+    b = segment_anything.SamAutomaticMaskGenerator(ref, **kwargs).generate(img)
+    assert len(a) >= 5, "test weights should give several masks"
+    _assert_same_records(a, b)
+
+
+@pytest.mark.slow
+def test_vit_b_parity():
+    """Full-size ViT-B: embedding and one prompt on a 1024x768 image."""
+    from samkit.registry import get_config
+
+    cfg = get_config("vit_b")
+    ours, ref = model_pair(cfg, seed=1)
+    img = scene(768, 1024, seed=2)
+    p, q = SamPredictor(ours), segment_anything.SamPredictor(ref)
+    p.set_image(img)
+    q.set_image(img)
+    assert (p.features - q.features).abs().max().item() <= 1e-4
+    _compare(p.predict(**PROMPTS["one_point"]), q.predict(**PROMPTS["one_point"]))
