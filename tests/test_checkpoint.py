@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import TINY, build_official, lively_state_dict
 
 from samkit import CheckpointError, build_sam, save_checkpoint
 from samkit.checkpoint import infer_config, load_state_dict, name_for_config, read_checkpoint
 from samkit.registry import build_sam_from_config, get_config
+
+from helpers import TINY, build_official, lively_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_safetensors_roundtrip_keeps_config(tmp_path, tiny_sd):
     model = build_sam_from_config(TINY)
     model.load_state_dict(tiny_sd)
     path = save_checkpoint(model, tmp_path / "tiny.safetensors")
-    sd, cfg = read_checkpoint(path)
+    _sd, cfg = read_checkpoint(path)
     assert cfg == TINY  # decoder head count too, which shapes cannot tell
     loaded = build_sam(checkpoint=path)
     assert loaded.config == TINY

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, lively_state_dict, scene
 from PIL import Image
 
 from samkit import SamPredictor, load_image
 from samkit.io.image import to_rgb_uint8
 from samkit.registry import build_sam_from_config
+
+from helpers import TINY, lively_state_dict, scene
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +143,7 @@ def test_bad_prompts(predictor, kwargs, pattern):
 
 def test_predict_before_set_image():
     p = SamPredictor(build_sam_from_config(TINY))
-    with pytest.raises(RuntimeError, match="call predictor.set_image"):
+    with pytest.raises(RuntimeError, match=r"call predictor\.set_image"):
         p.predict(point_coords=P1, point_labels=np.array([1]))
 
 
@@ -158,7 +159,7 @@ def test_predict_torch_shape_errors(predictor):
 def test_set_image_batch_matches_single(predictor):
     imgs = [scene(60, 80, seed=0), scene(50, 50, seed=1)]
     predictor.set_image_batch(imgs)
-    masks, scores, logits = predictor.predict_batch(
+    masks, scores, _logits = predictor.predict_batch(
         point_coords_batch=[P1, P1], point_labels_batch=[np.array([1])] * 2
     )
     for img, m, s in zip(imgs, masks, scores):

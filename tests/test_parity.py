@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import TINY, model_pair, scene
 
 from samkit import SamAutomaticMaskGenerator, SamPredictor
+
+from helpers import TINY, model_pair, scene
 
 segment_anything = pytest.importorskip("segment_anything")
 
@@ -30,7 +31,8 @@ def predictors(pair):
 
 def test_image_embedding(pair):
     ours, ref = pair
-    x = torch.randn(2, 3, TINY.image_size, TINY.image_size, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, TINY.image_size, TINY.image_size, generator=gen)
     with torch.no_grad():
         a, b = ours.image_encoder(x), ref.image_encoder(x)
     assert a.shape == (2, TINY.prompt_embed_dim, 16, 16)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import scene
 from PIL import Image
+
+from helpers import scene
 
 SEED_DIR = Path(__file__).resolve().parents[2] / "shared" / "seed"
 SECTIONS = [("### 3.1", "## 4."), ("### 7.1", "### 7.3"), ("### 8.2", "### 8.3")]
