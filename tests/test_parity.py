@@ -158,3 +158,26 @@ def test_vit_b_parity():
     q.set_image(img)
     assert (p.features - q.features).abs().max().item() <= 1e-4
     _compare(p.predict(**PROMPTS["one_point"]), q.predict(**PROMPTS["one_point"]))
+
+
+def test_sam_forward_matches_and_trains(pair):
+    ours, ref = pair
+    img = torch.as_tensor(scene(96, 128, seed=4)).permute(2, 0, 1).float()
+    img = torch.nn.functional.interpolate(img[None], (192, 256), mode="bilinear")[0]
+    batch = [{
+        "image": img,
+        "original_size": (96, 128),
+        "point_coords": torch.tensor([[[100.0, 80.0]], [[30.0, 40.0]]]),
+        "point_labels": torch.tensor([[1], [1]]),
+        "boxes": torch.tensor([[10.0, 10.0, 200.0, 150.0], [0.0, 0.0, 100.0, 100.0]]),
+    }]
+    out = ours(batch, multimask_output=True)[0]
+    expected = ref(batch, multimask_output=True)[0]
+    assert torch.equal(out["masks"], expected["masks"])
+    assert (out["low_res_logits"] - expected["low_res_logits"]).abs().max() <= 1e-3
+    # forward keeps the graph: a loss on it reaches the encoder and the decoder.
+    ours.zero_grad()
+    out["low_res_logits"].sigmoid().mean().backward()
+    assert ours.image_encoder.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert ours.mask_decoder.iou_token.weight.grad is not None
+    ours.zero_grad()

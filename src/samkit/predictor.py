@@ -53,8 +53,8 @@ class SamPredictor:
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
 
-    def _prepare(self, image: Any, image_format: str) -> torch.Tensor:
-        rgb = to_rgb_uint8(image, image_format)
+    def _prepare(self, rgb: np.ndarray) -> torch.Tensor:
+        """``(H, W, 3)`` uint8 RGB -> ``(1, 3, H', W')`` resized tensor in the model's order."""
         if self.model.image_format == "BGR":
             rgb = rgb[..., ::-1]
         resized = self.transform.apply_image(np.ascontiguousarray(rgb))
@@ -71,7 +71,7 @@ class SamPredictor:
             image_format: ``"RGB"`` or ``"BGR"``.
         """
         rgb = to_rgb_uint8(image, image_format)
-        self.set_torch_image(self._prepare(rgb, "RGB"), rgb.shape[:2])
+        self.set_torch_image(self._prepare(rgb), rgb.shape[:2])
 
     @torch.no_grad()
     def set_torch_image(
@@ -301,7 +301,7 @@ class SamPredictor:
         prepared = []
         for img in images:
             rgb = to_rgb_uint8(img, image_format)
-            prepared.append((self._prepare(rgb, "RGB"), rgb.shape[:2]))
+            prepared.append((self._prepare(rgb), rgb.shape[:2]))
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start : start + batch_size]
             stacked = torch.cat([self.model.preprocess(t.float()) for t, _ in chunk], dim=0)
