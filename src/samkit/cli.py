@@ -50,16 +50,22 @@ def _device(name: str | None) -> str:
 
 
 def _load_model(args: argparse.Namespace) -> Any:
-    from samkit.registry import build_sam
+    from samkit.registry import MODELS, build_sam, resolve_name
 
+    device = _device(args.device)
     if args.checkpoint is None:
-        raise CliError(
-            "no --checkpoint given. samkit cannot download weights; get an official "
-            "checkpoint (see `samkit models` for names and the download address) and pass "
-            "--checkpoint PATH"
-        )
-    model = build_sam(args.model, checkpoint=args.checkpoint, device=_device(args.device))
-    return model
+        name = resolve_name(args.model or "nano")
+        weights = MODELS[name].weights
+        if weights is None or not weights.bundled:
+            raise CliError(
+                f"no --checkpoint given for {name}. samkit cannot download weights; get an "
+                "official checkpoint (see `samkit models` for names and the download "
+                "address) and pass --checkpoint PATH, or use the bundled --model nano"
+            )
+        print(f"using the bundled {name} model (trained on synthetic scenes; for real photos "
+              "pass an official --checkpoint)", file=sys.stderr)
+        return build_sam(name, device=device)
+    return build_sam(args.model, checkpoint=args.checkpoint, device=device)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -67,7 +73,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="model type (vit_h, vit_l, vit_b, default); inferred from the checkpoint if omitted",
+        help="model type (nano, vit_h, vit_l, vit_b, default); inferred from --checkpoint if "
+             "omitted; without --checkpoint the bundled nano model is used",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
 
@@ -203,11 +210,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             model = build_sam_from_config(entry.config)
         n_params = sum(p.numel() for p in model.parameters())
         w = entry.weights
-        rows.append((
-            name, f"{n_params / 1e6:.1f}M",
-            w.filename if w else "-", f"{w.size_bytes / 2**20:.0f} MiB" if w else "-",
-            entry.description,
-        ))
+        size = "-"
+        if w is not None:
+            n_bytes = w.bundled_path().stat().st_size if w.bundled and w.bundled_path().exists() \
+                else w.size_bytes
+            size = f"{n_bytes / 2**20:.1f} MiB" if n_bytes else "missing"
+        filename = "-" if w is None else w.filename + (" (bundled)" if w.bundled else "")
+        rows.append((name, f"{n_params / 1e6:.1f}M", filename, size, entry.description))
     header = ("model", "params", "checkpoint", "size", "")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for r in [header, *rows]:
@@ -215,6 +224,53 @@ def cmd_models(args: argparse.Namespace) -> int:
     aliases = ", ".join(f"{a} = {t}" for a, t in DEFAULT_ALIASES.items())
     print(f"\naliases: {aliases}")
     print("official checkpoints: https://dl.fbaipublicfiles.com/segment_anything/<checkpoint>")
+    return 0
+
+
+# -- data / train / eval / demo -------------------------------------------------------------
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from samkit.data.coco import write_synthetic_coco
+
+    path = write_synthetic_coco(args.split, args.n, args.output, start=args.start)
+    print(f"wrote {args.n} {args.split} scenes: {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from samkit.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(model=args.config)
+    overrides = {k: getattr(args, k) for k in ("steps", "lr", "images_per_step",
+                                                "targets_per_image", "click_rounds", "seed")}
+    cfg = TrainConfig(**{**cfg.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    if args.time_limit is not None:
+        cfg.time_limit_s = args.time_limit * 60
+    summary = train(cfg, args.out, resume=not args.restart, device=args.device)
+    print(f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f} s; weights: "
+          f"{summary['weights']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from samkit.eval.evaluate import evaluate, format_table
+
+    prompts = tuple(p.strip() for p in args.prompts.split(",") if p.strip())
+    model = _load_model(args)
+    summary = evaluate(model, args.coco_json, args.images, prompts=prompts,
+                       max_images=args.max_images)
+    print(format_table(summary))
+    if args.output:
+        Path(args.output).write_text(json.dumps(summary, indent=2))
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from samkit.demo import run_demo
+
+    paths = run_demo(args.output, device=_device(args.device))
+    for label, path in paths.items():
+        print(f"{label}: {path}")
     return 0
 
 
@@ -250,6 +306,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list model variants and official checkpoints")
     models.set_defaults(func=cmd_models)
+
+    demo = sub.add_parser("demo", help="run the bundled nano model on a bundled sample image")
+    demo.add_argument("-o", "--output", type=Path, default=Path("samkit-demo"),
+                      help="output directory (default ./samkit-demo)")
+    demo.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    demo.set_defaults(func=cmd_demo)
+
+    data = sub.add_parser("data", help="datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write synthetic scenes as a COCO dataset")
+    synth.add_argument("--n", type=int, required=True, help="number of scenes")
+    synth.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    synth.add_argument("--split", choices=["train", "val", "test"], default="test",
+                       help="which stream of scenes; 'test' is the held-out split (default)")
+    synth.add_argument("--start", type=int, default=0, help="first scene index")
+    synth.set_defaults(func=cmd_data_synth)
+
+    tr = sub.add_parser("train", help="train a model on synthetic scenes (resumes from --out)")
+    tr.add_argument("--config", default="nano", help="registered model config (default nano)")
+    tr.add_argument("--out", type=Path, required=True, help="run directory")
+    tr.add_argument("--steps", type=int, default=None, help="optimizer steps (default 800)")
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default 8e-4)")
+    tr.add_argument("--images-per-step", type=int, default=None)
+    tr.add_argument("--targets-per-image", type=int, default=None)
+    tr.add_argument("--click-rounds", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
+    tr.add_argument("--restart", action="store_true", help="ignore an existing last.pt")
+    tr.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    tr.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="mIoU by prompt type on a COCO dataset")
+    ev.add_argument("coco_json", type=Path, help="COCO instances JSON (RLE or polygons)")
+    ev.add_argument("--images", type=Path, required=True, help="image directory")
+    ev.add_argument("--prompts", default="point1,point5,box,box+point,auto",
+                    help="comma-separated: point1, point5, box, box+point, auto")
+    ev.add_argument("--max-images", type=int, default=None)
+    ev.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
+    _add_model_args(ev)
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

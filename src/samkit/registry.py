@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,9 +77,14 @@ class WeightsInfo:
     """Where a variant's weights come from (kept apart from the architecture)."""
 
     filename: str
-    url: str
+    url: str | None
     size_bytes: int
     license: str = "Apache-2.0"
+    bundled: bool = False  # shipped inside the package (samkit/weights/)
+
+    def bundled_path(self) -> Path:
+        """Where bundled weights live inside the installed package."""
+        return Path(__file__).parent / "weights" / self.filename
 
 
 _OFFICIAL_BASE = "https://dl.fbaipublicfiles.com/segment_anything/"
@@ -107,6 +113,16 @@ MODELS: dict[str, ModelEntry] = {
         SamConfig(768, 12, 12, (2, 5, 8, 11)),
         WeightsInfo("sam_vit_b_01ec64.pth", _OFFICIAL_BASE + "sam_vit_b_01ec64.pth", 375042383),
         "SAM ViT-B (official)",
+    ),
+    "nano": ModelEntry(
+        SamConfig(
+            encoder_embed_dim=192, encoder_depth=6, encoder_num_heads=3,
+            encoder_global_attn_indexes=(2, 5), image_size=512, patch_size=16, window_size=8,
+            prompt_embed_dim=128, mask_in_chans=16, decoder_depth=2, decoder_num_heads=4,
+            decoder_mlp_dim=512, iou_head_hidden_dim=128,
+        ),
+        WeightsInfo("nano.safetensors", None, 0, bundled=True),
+        "samkit nano (trained on synthetic scenes, bundled)",
     ),
 }
 DEFAULT_ALIASES = {"default": "vit_h"}
@@ -180,7 +196,8 @@ def build_sam(
     Args:
         model_type: A registered name (``"vit_h"``, ``"vit_l"``, ``"vit_b"``, ``"default"``), a
             :class:`SamConfig`, or None to infer the architecture from ``checkpoint``.
-        checkpoint: ``.pth`` or ``.safetensors`` file in the official key layout.
+        checkpoint: ``.pth`` or ``.safetensors`` file in the official key layout. When None,
+            models with bundled weights (``"nano"``) load them; others stay random.
         device: Where to put the model.
 
     Returns:
@@ -190,6 +207,15 @@ def build_sam(
 
     if model_type is None and checkpoint is None:
         raise ValueError("build_sam needs a model_type, a checkpoint, or both")
+    if checkpoint is None and isinstance(model_type, str):
+        weights = MODELS[resolve_name(model_type)].weights
+        if weights is not None and weights.bundled:
+            checkpoint = weights.bundled_path()
+            if not checkpoint.exists():
+                raise FileNotFoundError(
+                    f"the bundled {model_type} weights are missing from this install "
+                    f"({checkpoint}); reinstall samkit or train them with `samkit train`"
+                )
     state_dict = metadata_config = None
     if checkpoint is not None:
         state_dict, metadata_config = read_checkpoint(checkpoint)

@@ -1,0 +1,1 @@
+"""Evaluation: prompt placement as in the SAM paper, mIoU by prompt type."""

@@ -1,0 +1,1 @@
+"""Training: prompt simulation, losses and one readable training loop."""

@@ -1,0 +1,320 @@
+"""One visible training loop for SAM models on synthetic scenes (CPU by default, GPU if any).
+
+Each step: draw ``images_per_step`` training scenes (long side = the model's input size),
+encode them once, then simulate interaction for ``targets_per_image`` instances per image:
+a point or a jittered box, then ``click_rounds`` corrective clicks with the previous low-res
+logits fed back as ``mask_input``. Loss: focal + dice on masks (best of the three outputs for
+single-point prompts) + MSE on predicted IoU, summed over rounds. AdamW with linear warm-up and
+cosine decay, gradient clipping, periodic held-out evaluation, resumable checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from samkit.data.synthetic import make_scene
+from samkit.modeling import Sam
+from samkit.registry import SamConfig, build_sam_from_config, get_config
+from samkit.train.losses import mask_iou, sam_loss
+from samkit.train.prompts import (
+    corrective_clicks,
+    jitter_boxes,
+    mask_boxes,
+    sample_points_in_masks,
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved with every checkpoint."""
+
+    model: str = "nano"
+    steps: int = 800
+    images_per_step: int = 4
+    targets_per_image: int = 10
+    click_rounds: int = 2
+    box_fraction: float = 0.5
+    lr: float = 8e-4
+    weight_decay: float = 0.05
+    warmup_steps: int = 80
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+    eval_every: int = 100
+    eval_scenes: int = 16
+    checkpoint_every: int = 50
+    seed: int = 0
+    bf16: bool = False
+    time_limit_s: float | None = None
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    floor = cfg.lr * cfg.min_lr_ratio
+    return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def init_weights(model: Sam, seed: int) -> None:
+    """Initialisation for training from scratch (positions get small noise, not zeros)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        pe = model.image_encoder.pos_embed
+        if pe is not None:
+            pe.copy_(torch.randn(pe.shape, generator=gen) * 0.02)
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02, generator=gen)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+
+# -- data ----------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    images: torch.Tensor  # (B, 3, S, S) uint8, zero padded bottom/right
+    targets: list[torch.Tensor]  # per image (K, S, S) bool instance masks
+
+
+def scene_batch(split: str, start: int, n: int, size: int, k: int,
+                rng: np.random.Generator) -> Batch:
+    """``n`` scenes with long side ``size``, each with up to ``k`` random instances."""
+    images, targets = [], []
+    for i in range(start, start + n):
+        long_side_h = (i + rng.integers(2)) % 2 == 0
+        other = int(np.random.default_rng([7, i]).integers(int(size * 0.625), size + 1))
+        hw = (size, other) if long_side_h else (other, size)
+        scene = make_scene(split, i, size=hw)
+        img = torch.zeros(3, size, size, dtype=torch.uint8)
+        img[:, : hw[0], : hw[1]] = torch.from_numpy(scene.image).permute(2, 0, 1)
+        masks = [inst.mask for inst in scene.instances]
+        if not masks:
+            continue
+        pick = rng.permutation(len(masks))[:k]
+        t = torch.zeros(len(pick), size, size, dtype=torch.bool)
+        for j, idx in enumerate(pick):
+            t[j, : hw[0], : hw[1]] = torch.from_numpy(masks[idx])
+        images.append(img)
+        targets.append(t)
+    return Batch(torch.stack(images), targets)
+
+
+# -- one step ------------------------------------------------------------------------------
+def _decode(model: Sam, feats: torch.Tensor, coords: torch.Tensor | None,
+            labels: torch.Tensor | None, boxes: torch.Tensor | None,
+            mask_input: torch.Tensor | None, multimask: bool
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    points = None if coords is None else (coords, labels)
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    return model.mask_decoder(
+        image_embeddings=feats, image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+        multimask_output=multimask,
+    )
+
+
+def interactive_loss(model: Sam, feats: torch.Tensor, gt: torch.Tensor, use_box: torch.Tensor,
+                     rounds: int, size: int, gen: torch.Generator
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss of one simulated interaction for ``N`` targets.
+
+    Args:
+        feats: ``(N, C, h, w)`` image embedding per target.
+        gt: ``(N, S, S)`` bool target masks in the padded input frame.
+        use_box: ``(N,)`` bool, start from a box (else from one point).
+        rounds: Corrective clicks after the first prompt.
+    """
+    low = model.prompt_encoder.mask_input_size
+    factor = size // low[0]
+    soft = F.avg_pool2d(gt[:, None].float(), factor)[:, 0]  # (N, h4, w4) in [0, 1]
+    gt_low = soft > 0.5
+    total = torch.zeros(())
+    stats: dict[str, float] = {}
+    coords = sample_points_in_masks(gt, gen)[:, None, :]
+    labels = torch.ones(gt.shape[0], 1, dtype=torch.long)
+    labels[use_box, 0] = -1  # box-first targets get no initial click (a padding point)
+    boxes = jitter_boxes(mask_boxes(gt), (size, size), generator=gen)
+    mask_input = None
+    for r in range(rounds + 1):
+        logits = torch.empty(gt.shape[0], 1, *low)
+        chosen_iou = torch.empty(gt.shape[0])
+        loss_r = torch.zeros(())
+        for box_group in (False, True):
+            sel = use_box == box_group
+            if not sel.any():
+                continue
+            multimask = r == 0 and not box_group
+            pc = None if (box_group and r == 0) else coords[sel]
+            pl = None if pc is None else labels[sel]
+            out, iou = _decode(model, feats[sel], pc, pl, boxes[sel] if box_group else None,
+                               None if mask_input is None else mask_input[sel], multimask)
+            loss, best, actual = sam_loss(out.float(), iou.float(), soft[sel])
+            loss_r = loss_r + loss * sel.float().mean()
+            ar = torch.arange(out.shape[0])
+            logits[sel] = out[ar, best][:, None].detach().float()
+            chosen_iou[sel] = actual
+        total = total + loss_r
+        stats[f"iou_r{r}"] = float(chosen_iou.mean())
+        if r == rounds:
+            break
+        mask_input = logits
+        xy, lab = corrective_clicks(logits[:, 0] > 0, gt_low, gen)
+        xy = xy * factor + factor / 2
+        coords = torch.cat([coords, xy[:, None]], dim=1)
+        labels = torch.cat([labels, lab[:, None]], dim=1)
+    return total / (rounds + 1), stats
+
+
+# -- evaluation ----------------------------------------------------------------------------
+@torch.no_grad()
+def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> dict[str, float]:
+    """Held-out ('val') mIoU for one centre point (top predicted IoU) and for a box."""
+    from samkit.eval.prompts import interior_point
+
+    model.eval()
+    rng = np.random.default_rng(0)
+    ious_point, ious_box = [], []
+    for i in range(n_scenes):
+        batch = scene_batch("val", i, 1, size, max_targets, rng)
+        if not batch.targets:
+            continue
+        feats = model.image_encoder(model.preprocess(batch.images.float()))
+        gt = batch.targets[0]
+        n = gt.shape[0]
+        f = feats.expand(n, -1, -1, -1)
+        pts = torch.tensor(np.stack([interior_point(m.numpy()) for m in gt]), dtype=torch.float)
+        out, iou = _decode(model, f, pts[:, None], torch.ones(n, 1, dtype=torch.long), None,
+                           None, True)
+        best = out[torch.arange(n), iou.argmax(1)]
+        up = F.interpolate(best[:, None], (size, size), mode="bilinear")[:, 0] > 0
+        ious_point += mask_iou(up, gt).tolist()
+        out, _ = _decode(model, f, None, None, mask_boxes(gt), None, False)
+        up = F.interpolate(out, (size, size), mode="bilinear")[:, 0] > 0
+        ious_box += mask_iou(up, gt).tolist()
+    model.train()
+    return {"val_miou_point": float(np.mean(ious_point)), "val_miou_box": float(np.mean(ious_box))}
+
+
+# -- the loop ------------------------------------------------------------------------------
+def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True,
+          device: str | None = None, progress: bool = True,
+          model_config: SamConfig | None = None, stop_after: int | None = None
+          ) -> dict[str, Any]:
+    """Train (or resume) and write ``last.pt``, ``<model>.safetensors`` and ``log.jsonl``.
+
+    Args:
+        cfg: The run's settings (saved with every checkpoint).
+        out_dir: Run directory; an existing ``last.pt`` there is resumed unless ``resume``
+            is False.
+        device: Torch device (default: CUDA when available).
+        progress: Show a progress bar with loss and held-out mIoU.
+        model_config: Architecture to train instead of the registered ``cfg.model``.
+        stop_after: Stop (as if interrupted) once this step is reached; a later call resumes.
+    """
+    from tqdm import tqdm
+
+    from samkit.checkpoint import save_checkpoint
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model_cfg: SamConfig = model_config or get_config(cfg.model)
+    torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
+    model = build_sam_from_config(model_cfg)
+    init_weights(model, cfg.seed)
+    model.to(dev).train()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999),
+    )
+    step, elapsed = 0, 0.0
+    ckpt_path = out / "last.pt"
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        saved = TrainConfig(**state["train_config"])
+        if dataclasses.replace(saved, steps=cfg.steps, time_limit_s=cfg.time_limit_s) != cfg:
+            raise ValueError(f"{ckpt_path} was written with another TrainConfig: {saved}; "
+                             "use another --out or --restart")
+        if SamConfig.from_dict(state["config"]) != model_cfg:
+            raise ValueError(f"{ckpt_path} holds another architecture; use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        step, elapsed = int(state["step"]), float(state["elapsed_s"])
+    size = model_cfg.image_size
+    log = (out / "log.jsonl").open("a")
+    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc="train")
+    metrics: dict[str, float] = {}
+    t_start = time.time() - elapsed
+
+    def save() -> None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                 "elapsed_s": time.time() - t_start, "config": model_cfg.to_dict(),
+                 "train_config": dataclasses.asdict(cfg)}
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(ckpt_path)  # atomic: an interrupted save never corrupts last.pt
+
+    while step < cfg.steps:
+        if cfg.time_limit_s is not None and time.time() - t_start > cfg.time_limit_s:
+            break
+        if stop_after is not None and step >= stop_after:
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        rng = np.random.default_rng([cfg.seed, step])  # the step's data and prompts are a
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # function of step
+        batch = scene_batch("train", step * cfg.images_per_step, cfg.images_per_step, size,
+                            cfg.targets_per_image, rng)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            feats = model.image_encoder(model.preprocess(batch.images.to(dev).float()))
+            counts = [t.shape[0] for t in batch.targets]
+            f = torch.repeat_interleave(feats, torch.tensor(counts, device=dev), dim=0)
+            gt = torch.cat(batch.targets).to(dev)
+            use_box = torch.rand(gt.shape[0], generator=gen) < cfg.box_fraction
+            loss, stats = interactive_loss(model, f, gt, use_box, cfg.click_rounds, size, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+        opt.step()
+        step += 1
+        record = {"step": step, "loss": float(loss.detach()), "lr": lr_at(step - 1, cfg),
+                  "grad_norm": grad_norm, "time_s": round(time.time() - t_start, 1), **stats}
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            metrics = quick_eval(model, cfg.eval_scenes, size)
+            record.update(metrics)
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        bar.set_postfix(loss=f"{record['loss']:.3f}", iou=f"{stats['iou_r0']:.2f}",
+                        **{k[4:]: f"{v:.3f}" for k, v in metrics.items()})
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            save()
+    bar.close()
+    save()
+    model.eval()
+    weights = save_checkpoint(model.cpu(), out / f"{cfg.model}.safetensors", model_cfg)
+    summary = {
+        "steps": step, "wall_time_s": round(time.time() - t_start, 1),
+        "hardware": f"{platform.processor() or platform.machine()}, "
+                    f"{torch.get_num_threads()} threads, {dev.type}",
+        "train_config": dataclasses.asdict(cfg), "final_quick_eval": metrics,
+        "weights": str(weights),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,123 @@
+"""Prompt simulation, losses, a tiny training run that lowers the loss, and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from samkit.registry import SamConfig, build_sam
+from samkit.train.loop import TrainConfig, init_weights, interactive_loss, lr_at, scene_batch, train
+from samkit.train.losses import dice_loss, focal_loss, mask_iou, sam_loss
+from samkit.train.prompts import corrective_clicks, jitter_boxes, mask_boxes, sample_points_in_masks
+
+MICRO = SamConfig(
+    encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
+    image_size=128, patch_size=16, window_size=4, prompt_embed_dim=32, mask_in_chans=8,
+    decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32,
+)
+
+
+def _masks():
+    m = torch.zeros(3, 20, 30, dtype=torch.bool)
+    m[0, 2:6, 3:9] = True
+    m[1, 10:19, 20:29] = True
+    m[2, 0, 0] = True
+    return m
+
+
+def test_points_fall_inside_masks():
+    m = _masks()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        xy = sample_points_in_masks(m, gen).long()
+        assert all(m[i, xy[i, 1], xy[i, 0]] for i in range(3))
+
+
+def test_boxes_and_jitter():
+    m = _masks()
+    boxes = mask_boxes(m)
+    assert boxes.tolist() == [[3, 2, 9, 6], [20, 10, 29, 19], [0, 0, 1, 1]]
+    jittered = jitter_boxes(boxes, (20, 30), generator=torch.Generator().manual_seed(1))
+    assert (jittered - boxes).abs().max() <= 20
+    assert jittered[:, 0::2].max() <= 30 and jittered.min() >= 0
+
+
+def test_corrective_clicks_label_the_error():
+    gt = _masks()
+    pred = torch.zeros_like(gt)
+    pred[1] = True  # target 1: only false positives outside the object... and none missed
+    pred[1, 10:19, 20:29] = True
+    pred[2, 0, 0] = True  # target 2: perfect
+    xy, labels = corrective_clicks(pred, gt, torch.Generator().manual_seed(0))
+    x, y = xy.long().unbind(1)
+    assert labels[0] == 1 and gt[0, y[0], x[0]]  # missed object: positive click on it
+    assert labels[1] == 0 and not gt[1, y[1], x[1]]  # false area: negative click off it
+    assert labels[2] == 1 and gt[2, y[2], x[2]]  # perfect: positive click inside
+
+
+def test_losses():
+    target = torch.zeros(1, 8, 8)
+    target[0, 2:6, 2:6] = 1
+    good = (target * 20 - 10)[None]  # (1, 1, 8, 8) logits matching the target
+    bad = -good
+    assert focal_loss(good, target[None]).item() < focal_loss(bad, target[None]).item()
+    assert dice_loss(good, target[None]).item() < 0.05 < dice_loss(bad, target[None]).item()
+    logits = torch.cat([bad, good, bad], dim=1)  # three outputs, the middle one right
+    loss, best, iou = sam_loss(logits, torch.ones(1, 3), target)
+    assert best.item() == 1 and iou.item() == 1.0
+    assert mask_iou(torch.zeros(2, 2, dtype=torch.bool), torch.zeros(2, 2, dtype=torch.bool)) == 1
+
+
+def test_lr_schedule():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(99, cfg) == pytest.approx(1e-4, rel=0.05)
+    assert lr_at(40, cfg) > lr_at(70, cfg)
+
+
+def _fixed_loss(model) -> float:
+    batch = scene_batch("val", 0, 3, MICRO.image_size, 6, np.random.default_rng(0))
+    with torch.no_grad():
+        feats = model.image_encoder(model.preprocess(batch.images.float()))
+        counts = torch.tensor([t.shape[0] for t in batch.targets])
+        gt = torch.cat(batch.targets)
+        use_box = torch.arange(gt.shape[0]) % 2 == 0
+        loss, _ = interactive_loss(model, torch.repeat_interleave(feats, counts, dim=0), gt,
+                                   use_box, 1, MICRO.image_size, torch.Generator().manual_seed(0))
+    return float(loss)
+
+
+CFG = TrainConfig(model="micro", steps=40, images_per_step=2, targets_per_image=6, click_rounds=1,
+                  lr=2e-3, warmup_steps=5, eval_every=1000, eval_scenes=2, checkpoint_every=2)
+
+
+def test_tiny_training_lowers_the_loss(tmp_path):
+    torch.manual_seed(0)
+    untrained = build_sam(MICRO)
+    init_weights(untrained, CFG.seed)
+    before = _fixed_loss(untrained.eval())
+    summary = train(CFG, tmp_path, progress=False, model_config=MICRO)
+    assert summary["steps"] == CFG.steps
+    trained = build_sam(checkpoint=tmp_path / "micro.safetensors")
+    assert trained.config == MICRO
+    after = _fixed_loss(trained)
+    assert after < 0.8 * before, (before, after)
+
+
+def test_resume_gives_the_same_weights(tmp_path):
+    short = dataclasses.replace(CFG, steps=4)
+    train(short, tmp_path / "a", progress=False, model_config=MICRO)
+    # An interrupted run: stops after 2 of 4 steps, then a second call resumes it.
+    train(short, tmp_path / "b", progress=False, model_config=MICRO, stop_after=2)
+    train(short, tmp_path / "b", progress=False, model_config=MICRO)
+    a = build_sam(checkpoint=tmp_path / "a" / "micro.safetensors").state_dict()
+    b = build_sam(checkpoint=tmp_path / "b" / "micro.safetensors").state_dict()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    with pytest.raises(ValueError, match="another TrainConfig"):
+        train(dataclasses.replace(short, lr=1.0), tmp_path / "b", progress=False,
+              model_config=MICRO)
