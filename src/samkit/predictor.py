@@ -89,7 +89,7 @@ class SamPredictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         input_image = self.model.preprocess(transformed_image.to(self.device))
-        self.features = self.model.image_encoder(input_image)
+        self.features = self.model.embed(input_image)
         self.orig_h, self.orig_w = self.original_size
         self.input_h, self.input_w = self.input_size
         self.is_image_set = True
@@ -305,7 +305,7 @@ class SamPredictor:
         for start in range(0, len(prepared), batch_size):
             chunk = prepared[start : start + batch_size]
             stacked = torch.cat([self.model.preprocess(t.float()) for t, _ in chunk], dim=0)
-            feats = self.model.image_encoder(stacked)
+            feats = self.model.embed(stacked)
             for (t, size), f in zip(chunk, feats):
                 self._batch.append(
                     _ImageState(f[None], (int(size[0]), int(size[1])),

@@ -224,6 +224,7 @@ def generate_scene(
     min_objects: int = 3,
     max_objects: int = 12,
     min_visible: int = 24,
+    radius_range: tuple[float, float] = (0.04, 0.28),
 ) -> Scene:
     """Draw one scene.
 
@@ -232,6 +233,7 @@ def generate_scene(
         size: ``(H, W)``; drawn between 320 and 512 per side when None.
         min_objects, max_objects: Range of top-level objects.
         min_visible: Instances with fewer visible pixels are not annotated.
+        radius_range: Object radius as a fraction of the short side (log-uniform).
     """
     if size is None:
         size = (int(rng.integers(320, 513)), int(rng.integers(320, 513)))
@@ -242,7 +244,7 @@ def generate_scene(
     n = int(rng.integers(min_objects, max_objects + 1))
     short = min(h, w)
     for _ in range(n):
-        r = short * float(np.exp(rng.uniform(np.log(0.04), np.log(0.28))))
+        r = short * float(np.exp(rng.uniform(np.log(radius_range[0]), np.log(radius_range[1]))))
         cx, cy = rng.uniform(0.05, 0.95) * w, rng.uniform(0.05, 0.95) * h
         if rng.random() < 0.2:
             base = len(layers)
@@ -324,6 +326,10 @@ def scene_rng(split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([SPLIT_SEEDS[split], index])
 
 
-def make_scene(split: str, index: int, size: tuple[int, int] | None = None) -> Scene:
-    """Scene ``index`` of a split; the same arguments always give the same scene."""
-    return generate_scene(scene_rng(split, index), size=size)
+def make_scene(split: str, index: int, size: tuple[int, int] | None = None,
+               **kwargs: object) -> Scene:
+    """Scene ``index`` of a split; the same arguments always give the same scene.
+
+    ``kwargs`` go to :func:`generate_scene` (e.g. ``max_objects``, ``radius_range``).
+    """
+    return generate_scene(scene_rng(split, index), size=size, **kwargs)  # type: ignore[arg-type]

@@ -66,7 +66,7 @@ class Sam(nn.Module):
             ``(B, M)`` and ``low_res_logits`` ``(B, M, 256, 256)``.
         """
         images = torch.stack([self.preprocess(x["image"]) for x in batched_input], dim=0)
-        embeddings = self.image_encoder(images)
+        embeddings = self.embed(images)
         outputs = []
         for record, emb in zip(batched_input, embeddings):
             points = None
@@ -93,6 +93,12 @@ class Sam(nn.Module):
                 }
             )
         return outputs
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings ``(B, C, h, w)`` float32 of preprocessed ``(B, 3, S, S)`` images,
+        in whatever precision the image encoder was set to (see ``samkit.accel``)."""
+        dtype = self.image_encoder.patch_embed.proj.weight.dtype
+        return self.image_encoder(images.to(dtype)).float()
 
     def postprocess_masks(
         self,

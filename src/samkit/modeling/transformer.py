@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from samkit.modeling.common import MLPBlock
@@ -29,6 +30,7 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(embedding_dim, internal)
         self.v_proj = nn.Linear(embedding_dim, internal)
         self.out_proj = nn.Linear(internal, embedding_dim)
+        self.use_sdpa = False  # opt-in fused kernel (see samkit.accel)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
@@ -38,8 +40,11 @@ class Attention(nn.Module):
         q = self._split(self.q_proj(q))
         k = self._split(self.k_proj(k))
         v = self._split(self.v_proj(v))
-        attn = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-        out = attn.softmax(dim=-1) @ v
+        if self.use_sdpa:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+            out = attn.softmax(dim=-1) @ v
         b, h, n, c = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * c))
 

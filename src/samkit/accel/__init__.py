@@ -1,0 +1,54 @@
+"""Opt-in speed-ups applied to a built model (never a second copy of the model code).
+
+Each switch flips a flag that the model's own modules read, so the plain path stays the
+reference and every switch is tested for parity against it.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from samkit.modeling import Sam
+from samkit.modeling import image_encoder as _enc
+from samkit.modeling import transformer as _tr
+
+
+def use_fused_attention(model: Sam, enabled: bool = True,
+                        query_chunk_rows: int | None = None) -> Sam:
+    """Use ``scaled_dot_product_attention`` (carrying the relative-position bias) everywhere.
+
+    Args:
+        model: A built model; changed in place and returned.
+        enabled: False restores the plain path.
+        query_chunk_rows: For the global-attention blocks, process queries this many grid
+            rows at a time, so their ``(N, N)`` attention matrix is never held whole (memory-
+            lean; e.g. 16 of SAM's 64 rows holds a quarter). None: all rows at once.
+    """
+    for module in model.modules():
+        if isinstance(module, _enc.Attention):
+            module.use_sdpa = enabled
+            is_global = module.use_rel_pos and module.rel_pos_h.shape[0] == 2 * (
+                model.image_encoder.img_size // model.image_encoder.patch_embed.proj.stride[0]
+            ) - 1
+            module.query_chunk_rows = query_chunk_rows if (enabled and is_global) else None
+        elif isinstance(module, _tr.Attention):
+            module.use_sdpa = enabled
+    return model
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def set_precision(model: Sam, precision: str = "fp32") -> Sam:
+    """Run the image encoder in ``"fp32"``, ``"bf16"`` or ``"fp16"`` (embeddings come back as
+    float32; the prompt encoder and mask decoder stay float32). Changes ``model`` in place.
+
+    bf16 pays off on CPUs with AVX-512 BF16 / AMX and on GPUs; fp16 is for GPUs.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    model.image_encoder.to(PRECISIONS[precision])
+    return model
+
+
+__all__ = ["PRECISIONS", "set_precision", "use_fused_attention"]

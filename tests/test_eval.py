@@ -1,0 +1,100 @@
+"""Evaluation: prompt placement and mIoU by prompt type on a tiny COCO set."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samkit import save_checkpoint
+from samkit.cli import main
+from samkit.data.coco import write_synthetic_coco
+from samkit.eval.evaluate import evaluate, iou
+from samkit.eval.prompts import interior_point, next_click
+from samkit.registry import build_sam_from_config
+
+from helpers import TINY, lively_state_dict
+
+
+def test_interior_point_is_farthest_from_boundary():
+    m = np.zeros((20, 40), bool)
+    m[2:9, 2:9] = True  # small square
+    m[5:18, 15:38] = True  # large rectangle: its centre wins
+    x, y = interior_point(m)
+    assert 20 <= x <= 32 and 9 <= y <= 13 and m[int(y), int(x)]
+    ring = np.zeros((30, 30), bool)
+    ring[5:25, 5:25] = True
+    ring[10:20, 10:20] = False
+    x, y = interior_point(ring)
+    assert ring[int(y), int(x)]  # never in the hole
+
+
+def test_next_click_targets_largest_error():
+    gt = np.zeros((20, 20), bool)
+    gt[2:18, 2:18] = True
+    pred = gt.copy()
+    pred[2:18, 10:18] = False  # a large missed region
+    pred[0, 0] = True  # a tiny false positive
+    (x, y), label = next_click(pred, gt)
+    assert label == 1 and 10 <= x < 18 and gt[int(y), int(x)] and not pred[int(y), int(x)]
+    assert next_click(gt, gt) is None
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("coco")
+    write_synthetic_coco("test", 2, root, progress=False)
+    model = build_sam_from_config(TINY)
+    model.load_state_dict(lively_state_dict(TINY, seed=2))
+    return root, model
+
+
+def test_evaluate_all_prompt_types(dataset):
+    root, model = dataset
+    summary = evaluate(model, root / "annotations.json", root / "images",
+                       amg_kwargs={"points_per_side": 8}, progress=False)
+    data = json.loads((root / "annotations.json").read_text())
+    assert summary["n_instances"] == len(data["annotations"]) and summary["n_images"] == 2
+    rows = summary["miou"]
+    for key in ("point1", "point1_oracle", "point5", "box", "box+point", "auto_recall@0.5",
+                "auto_recall@0.75", "auto_mean_best_iou"):
+        assert 0.0 <= rows[key] <= 1.0, key
+    assert rows["point1_oracle"] >= rows["point1"]
+    assert rows["auto_recall@0.5"] >= rows["auto_recall@0.75"]
+
+
+def test_eval_handles_16bit_grayscale_and_polygons(dataset, tmp_path):
+    root, model = dataset
+    img = (np.arange(64 * 80).reshape(64, 80) * 10).astype(np.uint16)
+    Image.fromarray(img).save(tmp_path / "ct.png")
+    coco = {"images": [{"id": 1, "file_name": "ct.png", "height": 64, "width": 80},
+                       {"id": 2, "file_name": "missing.png", "height": 5, "width": 5}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+                             "segmentation": [[10, 10, 40, 10, 40, 30, 10, 30]]}],
+            "categories": [{"id": 1, "name": "x"}]}
+    (tmp_path / "a.json").write_text(json.dumps(coco))
+    summary = evaluate(model, tmp_path / "a.json", tmp_path, prompts=("box",), progress=False)
+    assert summary["n_instances"] == 1 and len(summary["skipped_images"]) == 1
+    with pytest.raises(ValueError, match="unknown prompt types"):
+        evaluate(model, tmp_path / "a.json", tmp_path, prompts=("clicks",), progress=False)
+
+
+def test_eval_cli_writes_json(dataset, tmp_path, capsys):
+    root, model = dataset
+    ckpt = save_checkpoint(model, tmp_path / "tiny.safetensors")
+    out = tmp_path / "report.json"
+    rc = main(["eval", str(root / "annotations.json"), "--images", str(root / "images"),
+               "--checkpoint", str(ckpt), "--prompts", "point1,box", "-o", str(out)])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report["miou"]) == {"point1", "point1_oracle", "box"}
+    assert "point1" in capsys.readouterr().out
+
+
+def test_data_synth_cli(tmp_path):
+    assert main(["data", "synth", "--n", "2", "-o", str(tmp_path), "--split", "val"]) == 0
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    assert len(data["images"]) == 2 and data["annotations"]
+    assert iou(np.ones((2, 2), bool), np.ones((2, 2), bool)) == 1.0
