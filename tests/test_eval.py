@@ -66,7 +66,7 @@ def test_evaluate_all_prompt_types(dataset):
 
 
 def test_eval_handles_16bit_grayscale_and_polygons(dataset, tmp_path):
-    root, model = dataset
+    _root, model = dataset
     img = (np.arange(64 * 80).reshape(64, 80) * 10).astype(np.uint16)
     Image.fromarray(img).save(tmp_path / "ct.png")
     coco = {"images": [{"id": 1, "file_name": "ct.png", "height": 64, "width": 80},

@@ -66,7 +66,7 @@ def test_losses():
     assert focal_loss(good, target[None]).item() < focal_loss(bad, target[None]).item()
     assert dice_loss(good, target[None]).item() < 0.05 < dice_loss(bad, target[None]).item()
     logits = torch.cat([bad, good, bad], dim=1)  # three outputs, the middle one right
-    loss, best, iou = sam_loss(logits, torch.ones(1, 3), target)
+    _loss, best, iou = sam_loss(logits, torch.ones(1, 3), target)
     assert best.item() == 1 and iou.item() == 1.0
     assert mask_iou(torch.zeros(2, 2, dtype=torch.bool), torch.zeros(2, 2, dtype=torch.bool)) == 1
 

@@ -91,7 +91,7 @@ def init_weights(model: Sam, seed: int) -> None:
         # rows), q . k ~ s^2 x_q . x_k, and the Fourier encodings of a pixel and a prompt
         # are most alike where they coincide, so each prompt token first attends near itself.
         for name, m in model.mask_decoder.transformer.named_modules():
-            if (isinstance(m, Attention) and "cross" in name) or name.endswith("final_attn_token_to_image"):
+            if isinstance(m, Attention) and ("cross" in name or name.startswith("final_attn")):
                 w = torch.empty_like(m.q_proj.weight)
                 nn.init.orthogonal_(w, gain=2.0, generator=gen)
                 m.q_proj.weight.copy_(w)

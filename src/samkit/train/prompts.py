@@ -28,7 +28,7 @@ def sample_points_in_masks(masks: torch.Tensor, generator: torch.Generator | Non
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     """Tight XYXY boxes ``(N, 4)`` (float, max edge exclusive) of ``(N, H, W)`` masks."""
-    n, h, w = masks.shape
+    _n, h, w = masks.shape
     rows, cols = masks.any(2), masks.any(1)
     ar_h = torch.arange(h, device=masks.device)
     ar_w = torch.arange(w, device=masks.device)
