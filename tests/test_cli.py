@@ -83,7 +83,8 @@ def test_amg_skips_unreadable_images(files, tmp_path, capsys):
 
 def test_missing_checkpoint_message(files, tmp_path, capsys):
     _, _, images = files
-    rc = main(["segment", str(images / "a.png"), "--point", "5,5", "-o", str(tmp_path)])
+    rc = main(["segment", str(images / "a.png"), "--point", "5,5", "-o", str(tmp_path),
+               "--model", "vit_b"])
     assert rc == 2
     assert "samkit models" in capsys.readouterr().err
     rc = main(["segment", str(images / "a.png"), "--point", "5,5", "-o", str(tmp_path),

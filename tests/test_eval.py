@@ -54,7 +54,7 @@ def dataset(tmp_path_factory):
 def test_evaluate_all_prompt_types(dataset):
     root, model = dataset
     summary = evaluate(model, root / "annotations.json", root / "images",
-                       amg_kwargs={"points_per_side": 8}, progress=False)
+                       amg_kwargs={"points_per_side": 8}, progress=False, auto_max_images=1)
     data = json.loads((root / "annotations.json").read_text())
     assert summary["n_instances"] == len(data["annotations"]) and summary["n_images"] == 2
     rows = summary["miou"]
@@ -63,6 +63,8 @@ def test_evaluate_all_prompt_types(dataset):
         assert 0.0 <= rows[key] <= 1.0, key
     assert rows["point1_oracle"] >= rows["point1"]
     assert rows["auto_recall@0.5"] >= rows["auto_recall@0.75"]
+    first = len([a for a in data["annotations"] if a["image_id"] == data["images"][0]["id"]])
+    assert summary["auto_images"] == 1 and summary["auto_instances"] == first
 
 
 def test_eval_handles_16bit_grayscale_and_polygons(dataset, tmp_path):

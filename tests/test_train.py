@@ -121,3 +121,16 @@ def test_resume_gives_the_same_weights(tmp_path):
     with pytest.raises(ValueError, match="another TrainConfig"):
         train(dataclasses.replace(short, lr=1.0), tmp_path / "b", progress=False,
               model_config=MICRO)
+
+
+def test_init_from_weights(tmp_path):
+    from samkit import save_checkpoint
+
+    torch.manual_seed(3)
+    start = build_sam(MICRO)
+    path = save_checkpoint(start, tmp_path / "start.safetensors")
+    cfg = dataclasses.replace(CFG, steps=1, lr=1e-9, warmup_steps=1)
+    train(cfg, tmp_path / "run", progress=False, model_config=MICRO, init_from=path)
+    after = build_sam(checkpoint=tmp_path / "run" / "micro.safetensors")
+    for (k, a), b in zip(start.state_dict().items(), after.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), k

@@ -242,9 +242,8 @@ class SamAutomaticMaskGenerator:
         in_points = torch.as_tensor(pred.transform.apply_coords(points, im_size),
                                     device=pred.device)
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=pred.device)
-        _, iou_preds, low_res = pred.predict_torch(
-            in_points[:, None, :], in_labels[:, None], multimask_output=True,
-            return_logits=True,
+        low_res, iou_preds = pred.predict_low_res_torch(
+            in_points[:, None, :], in_labels[:, None], multimask_output=True
         )
         n_masks = low_res.shape[1]
         data = MaskData(

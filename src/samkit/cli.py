@@ -245,7 +245,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{**cfg.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
     if args.time_limit is not None:
         cfg.time_limit_s = args.time_limit * 60
-    summary = train(cfg, args.out, resume=not args.restart, device=args.device)
+    summary = train(cfg, args.out, resume=not args.restart, device=args.device,
+                    init_from=args.init)
     print(f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f} s; weights: "
           f"{summary['weights']}")
     return 0
@@ -257,7 +258,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     prompts = tuple(p.strip() for p in args.prompts.split(",") if p.strip())
     model = _load_model(args)
     summary = evaluate(model, args.coco_json, args.images, prompts=prompts,
-                       max_images=args.max_images)
+                       max_images=args.max_images, auto_max_images=args.auto_max_images)
     print(format_table(summary))
     if args.output:
         Path(args.output).write_text(json.dumps(summary, indent=2))
@@ -334,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
     tr.add_argument("--restart", action="store_true", help="ignore an existing last.pt")
+    tr.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (e.g. src/samkit/weights/nano.safetensors)")
     tr.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     tr.set_defaults(func=cmd_train)
 
@@ -342,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--images", type=Path, required=True, help="image directory")
     ev.add_argument("--prompts", default="point1,point5,box,box+point,auto",
                     help="comma-separated: point1, point5, box, box+point, auto")
-    ev.add_argument("--max-images", type=int, default=None)
+    ev.add_argument("--max-images", type=int, default=None, help="evaluate the first N images")
+    ev.add_argument("--auto-max-images", type=int, default=None,
+                    help="run the (slow) automatic generator on the first N images only")
     ev.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
     _add_model_args(ev)
     ev.set_defaults(func=cmd_eval)

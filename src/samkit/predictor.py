@@ -249,6 +249,54 @@ class SamPredictor:
             boxes, mask_input, multimask_output, return_logits,
         )
 
+    @torch.no_grad()
+    def predict_low_res_torch(
+        self,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask_output: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`predict_torch` but stops before upsampling.
+
+        Returns:
+            Low-res logits ``(B, C, 256, 256)`` and scores ``(B, C)``; upsample the ones you
+            keep with ``model.postprocess_masks(logits, predictor.input_size,
+            predictor.original_size)``.
+        """
+        self._require_image()
+        assert self.features is not None
+        return self._decode_low_res(self.features, point_coords, point_labels, boxes,
+                                    mask_input, multimask_output)
+
+    def _decode_low_res(
+        self,
+        features: torch.Tensor,
+        point_coords: torch.Tensor | None,
+        point_labels: torch.Tensor | None,
+        boxes: torch.Tensor | None,
+        mask_input: torch.Tensor | None,
+        multimask_output: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
+        points = None
+        if point_coords is not None and point_labels is not None:
+            points = (point_coords.to(self.device), point_labels.to(self.device))
+        model = self.model
+        sparse, dense = model.prompt_encoder(
+            points=points,
+            boxes=None if boxes is None else boxes.to(self.device),
+            masks=None if mask_input is None else mask_input.to(self.device),
+        )
+        return model.mask_decoder(
+            image_embeddings=features,
+            image_pe=model.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+        )
+
     def _decode(
         self,
         features: torch.Tensor,
@@ -261,26 +309,12 @@ class SamPredictor:
         multimask_output: bool,
         return_logits: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
-        points = None
-        if point_coords is not None and point_labels is not None:
-            points = (point_coords.to(self.device), point_labels.to(self.device))
-        model = self.model
-        sparse, dense = model.prompt_encoder(
-            points=points,
-            boxes=None if boxes is None else boxes.to(self.device),
-            masks=None if mask_input is None else mask_input.to(self.device),
+        low_res, iou = self._decode_low_res(
+            features, point_coords, point_labels, boxes, mask_input, multimask_output
         )
-        low_res, iou = model.mask_decoder(
-            image_embeddings=features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
-        masks = model.postprocess_masks(low_res, input_size, original_size)
+        masks = self.model.postprocess_masks(low_res, input_size, original_size)
         if not return_logits:
-            masks = masks > model.mask_threshold
+            masks = masks > self.model.mask_threshold
         return masks, iou, low_res
 
     # -- several images --------------------------------------------------------------------

@@ -51,4 +51,12 @@ def set_precision(model: Sam, precision: str = "fp32") -> Sam:
     return model
 
 
-__all__ = ["PRECISIONS", "set_precision", "use_fused_attention"]
+def optimize(model: Sam, precision: str = "fp32", fused_attention: bool = True,
+             query_chunk_rows: int | None = 16) -> Sam:
+    """Apply the recommended switches: fused attention (global blocks in query chunks) and
+    the image encoder's precision. Changes ``model`` in place and returns it."""
+    use_fused_attention(model, fused_attention, query_chunk_rows)
+    return set_precision(model, precision)
+
+
+__all__ = ["PRECISIONS", "optimize", "set_precision", "use_fused_attention"]

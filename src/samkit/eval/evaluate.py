@@ -37,6 +37,7 @@ class EvalResult:
     ious: dict[str, list[float]] = field(default_factory=dict)
     n_images: int = 0
     n_instances: int = 0
+    auto_images: int = 0
     skipped_images: list[str] = field(default_factory=list)
 
     def add(self, key: str, value: float) -> None:
@@ -52,8 +53,12 @@ class EvalResult:
                 rows["auto_mean_best_iou"] = float(arr.mean())
             else:
                 rows[key] = float(np.mean(values))
-        return {"n_images": self.n_images, "n_instances": self.n_instances,
-                "miou": rows, "skipped_images": self.skipped_images}
+        out = {"n_images": self.n_images, "n_instances": self.n_instances,
+               "miou": rows, "skipped_images": self.skipped_images}
+        if "auto" in self.ious:
+            out["auto_images"] = self.auto_images
+            out["auto_instances"] = len(self.ious["auto"])
+        return out
 
 
 def evaluate(
@@ -65,8 +70,13 @@ def evaluate(
     min_area: int = 1,
     amg_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    auto_max_images: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on a COCO file; returns a JSON-able summary."""
+    """Evaluate ``model`` on a COCO file; returns a JSON-able summary.
+
+    ``auto_max_images`` limits the (slow) automatic mask generator to the first N evaluated
+    images; the other prompt types use every image.
+    """
     from tqdm import tqdm
 
     from samkit.amg import SamAutomaticMaskGenerator
@@ -100,7 +110,8 @@ def evaluate(
         predictor.set_image(image)
         for gt in gts:
             _prompt_gt(predictor, gt, prompts, result)
-        if amg is not None:
+        if amg is not None and (auto_max_images is None or result.n_images <= auto_max_images):
+            result.auto_images += 1
             masks = [r["segmentation"] for r in amg.generate(image)]
             for gt in gts:
                 result.add("auto", max((iou(m, gt) for m in masks), default=0.0))
@@ -147,6 +158,9 @@ def format_table(summary: dict[str, Any]) -> str:
              f"{'prompt':<22}{'value':>8}"]
     for key, value in summary["miou"].items():
         lines.append(f"{key:<22}{value:>8.4f}")
+    if "auto_images" in summary:
+        lines.append(f"(auto: {summary['auto_instances']} instances in "
+                     f"{summary['auto_images']} images)")
     if summary["skipped_images"]:
         lines.append(f"skipped {len(summary['skipped_images'])} unreadable image(s)")
     return "\n".join(lines)

@@ -236,8 +236,8 @@ def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> di
 # -- the loop ------------------------------------------------------------------------------
 def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True,
           device: str | None = None, progress: bool = True,
-          model_config: SamConfig | None = None, stop_after: int | None = None
-          ) -> dict[str, Any]:
+          model_config: SamConfig | None = None, stop_after: int | None = None,
+          init_from: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Train (or resume) and write ``last.pt``, ``<model>.safetensors`` and ``log.jsonl``.
 
     Args:
@@ -248,6 +248,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         progress: Show a progress bar with loss and held-out mIoU.
         model_config: Architecture to train instead of the registered ``cfg.model``.
         stop_after: Stop (as if interrupted) once this step is reached; a later call resumes.
+        init_from: Start from these weights (e.g. the bundled nano) instead of scratch;
+            ignored when resuming.
     """
     from tqdm import tqdm
 
@@ -260,6 +262,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
     torch.manual_seed(cfg.seed)  # the initial weights are a function of the seed
     model = build_sam_from_config(model_cfg)
     init_weights(model, cfg.seed)
+    if init_from is not None:
+        from samkit.checkpoint import load_state_dict, read_checkpoint
+
+        load_state_dict(model, read_checkpoint(init_from)[0], init_from)
     model.to(dev).train()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
