@@ -147,7 +147,7 @@ def test_wrong_model_type_is_named():
 def test_registry_builders_and_default_alias():
     from samkit import list_models, sam_model_registry
 
-    assert list_models() == ["vit_h", "vit_l", "vit_b"]
-    assert set(sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b"}
+    assert list_models() == ["vit_h", "vit_l", "vit_b", "nano"]
+    assert set(sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b", "nano"}
     with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
         build_sam("vit_x")

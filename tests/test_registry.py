@@ -14,13 +14,25 @@ from helpers import TINY
 OFFICIAL_PARAMS = {"vit_b": 93_735_472, "vit_l": 312_342_832, "vit_h": 641_090_608}
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list(OFFICIAL_PARAMS))
 def test_registered_models_build_with_official_sizes(name):
     with torch.device("meta"):
         model = build_sam_from_config(get_config(name))
     assert sum(p.numel() for p in model.parameters()) == OFFICIAL_PARAMS[name]
     assert model.prompt_encoder.image_embedding_size == (64, 64)
     assert model.prompt_encoder.mask_input_size == (256, 256)
+
+
+def test_every_registered_model_builds():
+    assert set(OFFICIAL_PARAMS) < set(list_models())
+    for name in list_models():
+        with torch.device("meta"):
+            model = build_sam_from_config(get_config(name))
+        grid = get_config(name).embedding_size
+        assert model.prompt_encoder.mask_input_size == (4 * grid, 4 * grid)
+    with torch.device("meta"):
+        nano = build_sam_from_config(get_config("nano"))
+    assert sum(p.numel() for p in nano.parameters()) == 3_969_408
 
 
 @pytest.mark.parametrize(

@@ -246,7 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.time_limit is not None:
         cfg.time_limit_s = args.time_limit * 60
     summary = train(cfg, args.out, resume=not args.restart, device=args.device,
-                    init_from=args.init)
+                    init_from=args.init, stop_after=args.stop_after)
     print(f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f} s; weights: "
           f"{summary['weights']}")
     return 0
@@ -334,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--click-rounds", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
     tr.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
+    tr.add_argument("--stop-after", type=int, default=None,
+                    help="stop at this step (the schedule still spans --steps); resume later")
     tr.add_argument("--restart", action="store_true", help="ignore an existing last.pt")
     tr.add_argument("--init", type=Path, default=None,
                     help="start from these weights (e.g. src/samkit/weights/nano.safetensors)")

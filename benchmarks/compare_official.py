@@ -1,0 +1,220 @@
+"""samkit against the official segment-anything on the same random weights, in one process.
+
+    python3 benchmarks/compare_official.py            # full run (about an hour on 2 cores)
+    python3 benchmarks/compare_official.py --quick    # fewer repeats, smaller generator grid
+
+Both implementations get one random ViT-B checkpoint. Runs alternate (official, samkit, ...)
+after a warm-up; each figure is the median of ``--repeats`` runs, printed as the ratio
+official / samkit, with the outputs compared in the same run. The machine's matmul peak is
+measured too. The JSON report goes to ``benchmarks/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent
+
+
+def photo(h: int = 768, w: int = 1024) -> np.ndarray:
+    """A real photograph (scikit-image's ``coffee``) resized to ``h x w``."""
+    from PIL import Image
+    from skimage import data
+
+    return np.asarray(Image.fromarray(data.coffee()).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """Best GFLOP/s of an ``n x n`` matmul."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.logical_or(a, b).sum()
+    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def peak_rss_child(which: str) -> float:
+    """Peak RSS (GiB) of a fresh process doing vit_h ``set_image`` with ``which``."""
+    code = f"""
+import resource, sys, torch, numpy as np
+sys.path.insert(0, {str(ROOT)!r})
+from compare_official import photo, build_pair_single
+model, predictor = build_pair_single("vit_h", {which!r})
+predictor.set_image(photo())
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def build_pair_single(name: str, which: str):
+    """One model + predictor (random weights, built without a checkpoint on disk)."""
+    torch.manual_seed(0)
+    if which == "official":
+        from segment_anything import SamPredictor, sam_model_registry
+
+        model = sam_model_registry[name]()
+        return model, SamPredictor(model)
+    from samkit import SamPredictor, build_sam
+    from samkit.accel import optimize
+
+    model = optimize(build_sam(name), "fp32")
+    return model, SamPredictor(model)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, 16-point grid")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--skip-rss", action="store_true", help="skip the vit_h memory check")
+    args = parser.parse_args()
+    repeats = args.repeats or (1 if args.quick else 3)
+    pps = 16 if args.quick else 32
+
+    from segment_anything import SamAutomaticMaskGenerator as OfficialAMG
+    from segment_anything import SamPredictor as OfficialPredictor
+    from segment_anything import sam_model_registry as official_registry
+
+    from samkit import SamAutomaticMaskGenerator, SamPredictor, build_sam
+    from samkit.accel import optimize
+
+    torch.manual_seed(0)
+    ref = official_registry["vit_b"]()
+    state = ref.state_dict()
+    plain = build_sam("vit_b")
+    plain.load_state_dict(state)
+    fast = optimize(build_sam("vit_b"), "fp32")
+    fast.load_state_dict(state)
+    low = optimize(build_sam("vit_b"), "bf16")
+    low.load_state_dict(state)
+    low = optimize(low, "bf16")
+    image = photo()
+    report: dict = {
+        "machine": {"processor": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "settings": {"repeats": repeats, "points_per_side": pps, "image": list(image.shape)},
+    }
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    report["matmul_peak_gflops"] = peaks
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+
+    preds = {"official": OfficialPredictor(ref), "samkit_fp32": SamPredictor(fast),
+             "samkit_bf16": SamPredictor(low)}
+    for p in preds.values():  # warm-up
+        p.set_image(image)
+    times = {}
+    for key, p in preds.items():
+        times[key], _ = timed(lambda p=p: p.set_image(image), repeats)
+    emb = {k: p.get_image_embedding() for k, p in preds.items()}
+    report["set_image_s"] = times
+    diff = (emb["official"] - emb["samkit_fp32"]).abs().max()
+    report["embedding_max_abs_diff_fp32"] = float(diff)
+    encoder_gflop = 972.0  # ViT-B at 1024 x 1024 (issue #4)
+    report["encoder_fraction_of_peak"] = {
+        "fp32": encoder_gflop / times["samkit_fp32"] / peaks["fp32"],
+        "bf16": encoder_gflop / times["samkit_bf16"] / peaks["bf16"],
+    }
+    click = {"point_coords": np.array([[500, 375]]), "point_labels": np.array([1])}
+    predict = {}
+    for key in ("official", "samkit_fp32"):
+        preds[key].predict(**click)
+        predict[key], _ = timed(lambda k=key: preds[k].predict(**click), max(5, repeats))
+    report["predict_s"] = predict
+    prompts = [np.array([[x, y]]) for x in (150, 400, 650, 900) for y in (150, 380, 600)]
+    same, ious = True, []
+    for pt in prompts:
+        kw = {"point_coords": pt, "point_labels": np.array([1])}
+        a = preds["official"].predict(**kw)[0]
+        b = preds["samkit_fp32"].predict(**kw)[0]
+        c = preds["samkit_bf16"].predict(**kw)[0]
+        same &= bool(np.array_equal(a, b))
+        ious += [mask_iou(x, y) for x, y in zip(a, c)]
+    report["fp32_masks_identical"] = same
+    report["bf16_mask_iou_vs_fp32"] = {"min": min(ious), "mean": float(np.mean(ious))}
+
+    boxes = torch.tensor([[x, y, x + 200, y + 150] for x in range(0, 800, 100)
+                          for y in range(0, 600, 75)], dtype=torch.float)
+    batch = {}
+    for key in ("official", "samkit_fp32"):
+        p = preds[key]
+        tb = p.transform.apply_boxes_torch(boxes, image.shape[:2])
+        batch[key], _ = timed(lambda p=p, tb=tb: p.predict_torch(None, None, boxes=tb,
+                                                                   multimask_output=False), repeats)
+    report["predict_torch_64_boxes_s"] = batch
+
+    amg = {}
+    for label, kw in (("default", {}), ("no_thresholds", {"pred_iou_thresh": 0.0,
+                                                          "stability_score_thresh": 0.0})):
+        gens = {"official": OfficialAMG(ref, points_per_side=pps, **kw),
+                "samkit_fp32": SamAutomaticMaskGenerator(fast, points_per_side=pps, **kw),
+                "samkit_bf16": SamAutomaticMaskGenerator(low, points_per_side=pps, **kw)}
+        out = {}
+        amg[label] = {}
+        for key, g in gens.items():
+            amg[label][key], out[key] = timed(lambda g=g: g.generate(image), repeats)
+        a, b = out["official"], out["samkit_fp32"]
+        amg[label]["identical_fp32"] = len(a) == len(b) and all(
+            np.array_equal(x["segmentation"], y["segmentation"]) for x, y in zip(a, b))
+        amg[label]["n_masks"] = {k: len(v) for k, v in out.items()}
+    report["amg_s"] = amg
+
+    if not args.skip_rss:
+        report["vit_h_set_image_peak_rss_gib"] = {
+            "official": peak_rss_child("official"), "samkit": peak_rss_child("samkit")}
+
+    ratios = {
+        "set_image_fp32": times["official"] / times["samkit_fp32"],
+        "set_image_bf16": times["official"] / times["samkit_bf16"],
+        "predict": predict["official"] / predict["samkit_fp32"],
+        "predict_torch_64_boxes": batch["official"] / batch["samkit_fp32"],
+    }
+    for label in amg:
+        ratios[f"amg_{label}_fp32"] = amg[label]["official"] / amg[label]["samkit_fp32"]
+        ratios[f"amg_{label}_bf16"] = amg[label]["official"] / amg[label]["samkit_bf16"]
+    if "vit_h_set_image_peak_rss_gib" in report:
+        rss = report["vit_h_set_image_peak_rss_gib"]
+        ratios["vit_h_peak_rss_samkit_over_official"] = rss["samkit"] / rss["official"]
+    report["ratios_official_over_samkit"] = ratios
+    for k, v in ratios.items():
+        print(f"{k:<40}{v:8.2f}")
+    print(json.dumps({k: report[k] for k in ("fp32_masks_identical", "bf16_mask_iou_vs_fp32",
+                                              "embedding_max_abs_diff_fp32")}, indent=1))
+    out_dir = ROOT / "results"
+    out_dir.mkdir(exist_ok=True)
+    name = "compare_official_quick.json" if args.quick else "compare_official.json"
+    (out_dir / name).write_text(json.dumps(report, indent=2))
+    print(f"wrote {out_dir / name}  (peak RSS of this process: "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB)")
+
+
+if __name__ == "__main__":
+    main()

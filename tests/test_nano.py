@@ -1,0 +1,78 @@
+"""The bundled nano model: loads with no arguments, runs the demo, segments real coins."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from samkit import SamPredictor, build_sam, sam_model_registry
+from samkit.cli import main
+from samkit.registry import MODELS, get_config
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return build_sam("nano")
+
+
+def test_bundled_weights_load_without_arguments(nano):
+    info = MODELS["nano"].weights
+    assert info is not None and info.bundled_path().stat().st_size <= 25 * 2**20
+    assert nano.config == get_config("nano")
+    again = sam_model_registry["nano"]()
+    for (k, a), b in zip(nano.state_dict().items(), again.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy()), k
+
+
+def test_official_classes_load_nano(nano):
+    pytest.importorskip("segment_anything")
+    from helpers import build_official
+
+    ref = build_official(get_config("nano"))
+    ref.load_state_dict(nano.state_dict(), strict=True)
+
+
+def coin_masks() -> tuple[np.ndarray, list[np.ndarray]]:
+    """scikit-image's coins photograph and one mask per coin derived from the image itself
+    (edge map + threshold markers -> watershed -> fill holes -> connected components)."""
+    from scipy import ndimage as ndi
+    from skimage import data, filters, segmentation
+
+    img = data.coins()
+    markers = np.zeros_like(img)
+    markers[img < 30] = 1
+    markers[img > 150] = 2
+    fg = ndi.binary_fill_holes(segmentation.watershed(filters.sobel(img), markers) - 1)
+    labels, n = ndi.label(fg)
+    masks = [labels == i for i in range(1, n + 1)]
+    return img, [m for m in masks if m.sum() > 500]
+
+
+@pytest.mark.xfail(strict=True, reason="nano v0 reaches IoU 0.8 on 0 of 24 coins (model card); "
+                   "a better model will pass this, and strict=True then asks to drop the mark")
+def test_coins_one_click_each(nano):
+    img, coins = coin_masks()
+    assert len(coins) == 24
+    predictor = SamPredictor(nano)
+    predictor.set_image(img)  # grayscale: replicated to RGB
+    good = 0
+    for m in coins:
+        ys, xs = np.nonzero(m)
+        click = np.array([[xs.mean(), ys.mean()]])
+        masks, scores, _ = predictor.predict(point_coords=click, point_labels=np.array([1]))
+        pred = masks[np.argmax(scores)]
+        good += (pred & m).sum() / (pred | m).sum() >= 0.8
+    assert good >= 18, f"only {good} of 24 coins at IoU >= 0.8"
+
+
+def test_demo_writes_overlay(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert str(tmp_path / "demo_overlay.png") in out
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["click_area"] > 100
+    overlay = np.asarray(Image.open(tmp_path / "demo_overlay.png"))
+    assert overlay.shape == (384, 2 * 512 + 8, 3)
