@@ -4,6 +4,7 @@ checkpoint saved under the official file names."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +22,10 @@ SECTIONS = [("### 3.1", "## 4."), ("### 7.1", "### 7.3"), ("### 8.2", "### 8.3")
 def _blocks() -> list[tuple[str, str]]:
     files = sorted(SEED_DIR.glob("*.txt"))
     if not files:
-        pytest.skip(f"seed document not found under {SEED_DIR}")
+        message = f"seed document not found under {SEED_DIR}"
+        if os.environ.get("CI"):  # CI always has ../shared beside the clone
+            pytest.fail(message)
+        pytest.skip(message)
     text = files[0].read_text(encoding="utf-8")
     out = []
     for start, end in SECTIONS:
