@@ -93,6 +93,11 @@ class MaskDecoder(nn.Module):
         output_tokens = output_tokens.unsqueeze(0).expand(bs, -1, -1)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
 
+        if image_embeddings.shape[0] not in (1, bs):
+            raise ValueError(
+                f"image_embeddings must hold 1 embedding or one per prompt set ({bs}), got "
+                f"{image_embeddings.shape[0]}"
+            )
         if image_embeddings.shape[0] != bs:
             image_embeddings = torch.repeat_interleave(image_embeddings, bs, dim=0)
         src = image_embeddings + dense_prompt_embeddings
