@@ -60,3 +60,56 @@ def test_bf16_encoder_masks_agree_with_fp32():
     assert min(ious) >= 0.9, ious
     with pytest.raises(ValueError, match="precision must be one of"):
         set_precision(plain, "int3")
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 4, 5])
+def test_fast_decoder_matches_plain(chunk):
+    from samkit.accel import use_fast_decoder
+
+    plain = use_fast_decoder(_model(), enabled=False)
+    fast = use_fast_decoder(_model(), prompt_chunk=chunk)
+    assert fast.mask_decoder.share_image_side and not plain.mask_decoder.share_image_side
+    img = scene(120, 160, seed=3)
+    p, q = SamPredictor(plain), SamPredictor(fast)
+    p.set_image(img)
+    q.set_image(img)
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.rand(13, 2, 2, generator=gen) * 128
+    labels = torch.randint(0, 2, (13, 2), generator=gen)
+    boxes = torch.sort(torch.rand(13, 2, 2, generator=gen) * 128, dim=1)[0].reshape(13, 4)
+    for kw in (dict(point_coords=pts, point_labels=labels),
+               dict(point_coords=None, point_labels=None, boxes=boxes),
+               dict(point_coords=pts, point_labels=labels, boxes=boxes, multimask_output=False)):
+        a, sa, la = p.predict_torch(**kw)
+        b, sb, lb = q.predict_torch(**kw)
+        assert torch.equal(a, b)  # identical masks
+        assert (la - lb).abs().max() <= 1e-5 * la.abs().max() and torch.allclose(sa, sb, atol=1e-5)
+        # refinement: per-prompt mask_input means no shared image side, chunks still apply
+        a2 = p.predict_torch(**kw, mask_input=la[:, :1])[0]
+        b2 = q.predict_torch(**kw, mask_input=lb[:, :1])[0]
+        assert torch.equal(a2, b2)
+    r1 = SamAutomaticMaskGenerator(plain, points_per_side=8).generate(img)
+    r2 = SamAutomaticMaskGenerator(fast, points_per_side=8).generate(img)
+    assert [r["segmentation"].tolist() for r in r1] == [r["segmentation"].tolist() for r in r2]
+
+
+def test_fast_decoder_keeps_gradients_and_is_default():
+    from samkit.accel import use_fast_decoder
+
+    fast = _model()
+    assert fast.mask_decoder.share_image_side and fast.mask_decoder.prompt_chunk == 4
+    plain = use_fast_decoder(_model(), enabled=False)
+    emb = torch.randn(1, TINY.prompt_embed_dim, 16, 16, generator=torch.Generator().manual_seed(1))
+    grads = []
+    for m in (plain, fast):
+        e = emb.clone().requires_grad_(True)
+        pts = torch.tensor([[[10.0, 20.0]], [[40.0, 50.0]], [[100.0, 30.0]], [[5.0, 5.0]],
+                            [[70.0, 70.0]], [[30.0, 90.0]]])
+        sp, de = m.prompt_encoder(points=(pts, torch.ones(6, 1, dtype=torch.long)), boxes=None,
+                                  masks=None)
+        out, iou = m.mask_decoder(e, m.prompt_encoder.get_dense_pe(), sp, de, True)
+        (out.square().mean() + iou.sum()).backward()
+        grads.append((e.grad, m.mask_decoder.transformer.layers[0].cross_attn_token_to_image
+                      .k_proj.weight.grad))
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)

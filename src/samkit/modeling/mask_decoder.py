@@ -9,6 +9,11 @@ from samkit.modeling.common import MLP, LayerNorm2d
 from samkit.modeling.transformer import TwoWayTransformer
 
 
+def _batch_shared(x: torch.Tensor) -> bool:
+    """True when every batch entry of ``x`` is the same tensor (batch 1, or expanded)."""
+    return x.shape[0] == 1 or x.stride(0) == 0
+
+
 class MaskDecoder(nn.Module):
     """SAM's mask decoder.
 
@@ -50,6 +55,10 @@ class MaskDecoder(nn.Module):
         self.iou_prediction_head = MLP(
             transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth
         )
+        # Speed switches (see samkit.accel.use_fast_decoder). Both keep the official math and,
+        # in the parity tests, its exact output; False / None is the reference path.
+        self.share_image_side = True
+        self.prompt_chunk: int | None = 4  # CPU only; GPUs take the batch whole
 
     def forward(
         self,
@@ -74,9 +83,32 @@ class MaskDecoder(nn.Module):
             Low-resolution mask logits ``(B, M, 4H, 4W)`` and predicted IoU ``(B, M)``, with
             ``M = 3`` for multimask output (SAM) and 1 otherwise.
         """
-        masks, iou_pred = self.predict_masks(
-            image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
-        )
+        bs = sparse_prompt_embeddings.shape[0]
+        if image_embeddings.shape[0] not in (1, bs):
+            raise ValueError(
+                f"image_embeddings must hold 1 embedding or one per prompt set ({bs}), got "
+                f"{image_embeddings.shape[0]}"
+            )
+        chunk = self.prompt_chunk
+        if chunk is None or bs <= chunk or sparse_prompt_embeddings.device.type != "cpu":
+            masks, iou_pred = self.predict_masks(
+                image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
+            )
+        else:
+            # Prompt sets a few at a time: the (chunk, H*W, C) activations stay in cache.
+            parts = [
+                self.predict_masks(
+                    image_embeddings if image_embeddings.shape[0] == 1
+                    else image_embeddings[i : i + chunk],
+                    image_pe,
+                    sparse_prompt_embeddings[i : i + chunk],
+                    dense_prompt_embeddings if dense_prompt_embeddings.shape[0] == 1
+                    else dense_prompt_embeddings[i : i + chunk],
+                )
+                for i in range(0, bs, chunk)
+            ]
+            masks = torch.cat([p[0] for p in parts])
+            iou_pred = torch.cat([p[1] for p in parts])
         sel = slice(1, None) if multimask_output else slice(0, 1)
         return masks[:, sel], iou_pred[:, sel]
 
@@ -93,21 +125,25 @@ class MaskDecoder(nn.Module):
         output_tokens = output_tokens.unsqueeze(0).expand(bs, -1, -1)
         tokens = torch.cat([output_tokens, sparse_prompt_embeddings], dim=1)
 
-        if image_embeddings.shape[0] not in (1, bs):
-            raise ValueError(
-                f"image_embeddings must hold 1 embedding or one per prompt set ({bs}), got "
-                f"{image_embeddings.shape[0]}"
-            )
-        if image_embeddings.shape[0] != bs:
-            image_embeddings = torch.repeat_interleave(image_embeddings, bs, dim=0)
-        src = image_embeddings + dense_prompt_embeddings
-        pos_src = torch.repeat_interleave(image_pe, bs, dim=0)
-        b, c, h, w = src.shape
+        if self.share_image_side and image_embeddings.shape[0] == 1 and _batch_shared(
+                dense_prompt_embeddings):
+            # One image and the same dense prompt for every prompt set: the image side of the
+            # first block is computed once and broadcast (same math, fewer FLOPs).
+            src = image_embeddings + dense_prompt_embeddings[:1]
+            pos_src = image_pe
+        else:
+            if image_embeddings.shape[0] != bs:
+                image_embeddings = torch.repeat_interleave(image_embeddings, bs, dim=0)
+            src = image_embeddings + dense_prompt_embeddings
+            pos_src = torch.repeat_interleave(image_pe, bs, dim=0)
+        _, c, h, w = src.shape
+        b = bs
 
         hs, src = self.transformer(src, pos_src, tokens)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
+        src = src.expand(b, -1, -1)  # a no-op unless the transformer left it shared
         upscaled = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper_in = torch.stack(
             [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],

@@ -14,7 +14,8 @@ from samkit.modeling.common import MLPBlock
 class Attention(nn.Module):
     """Multi-head attention with optional down-projection of the internal width.
 
-    Inputs are ``(B, N, C)`` token tensors; the output has the query's shape.
+    Inputs are ``(B, N, C)`` token tensors; the output has the query's shape. A batch of 1 on
+    either side broadcasts against the other side's batch.
     """
 
     def __init__(self, embedding_dim: int, num_heads: int, downsample_rate: int = 1) -> None:
@@ -41,7 +42,10 @@ class Attention(nn.Module):
         k = self._split(self.k_proj(k))
         v = self._split(self.v_proj(v))
         if self.use_sdpa:
-            out = F.scaled_dot_product_attention(q, k, v)
+            b = max(q.shape[0], k.shape[0])  # a batch-1 side broadcasts (shared image side)
+            out = F.scaled_dot_product_attention(
+                q.expand(b, -1, -1, -1), k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+            )
         else:
             attn = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
             out = attn.softmax(dim=-1) @ v
