@@ -68,6 +68,29 @@ def _load_model(args: argparse.Namespace) -> Any:
     return build_sam(args.model, checkpoint=args.checkpoint, device=device)
 
 
+def _amg_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The AMG flags the user set, over the bundled model's recommended ones (if it is used)."""
+    from samkit.registry import amg_defaults, resolve_name
+
+    params = {k: getattr(args, k) for k in AMG_FLAGS if getattr(args, k, None) is not None}
+    if args.checkpoint is None:
+        name = resolve_name(args.model or "nano")
+        recommended = {k: v for k, v in amg_defaults(name).items() if k not in params}
+        if recommended:
+            shown = ", ".join(f"{k}={v}" for k, v in recommended.items())
+            print(f"automatic masks: {name}'s recommended {shown} (override with the flags)",
+                  file=sys.stderr)
+        params = {**recommended, **params}
+    return params
+
+
+def _add_amg_flags(p: argparse.ArgumentParser) -> None:
+    for name, (typ, help_text, default) in AMG_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
+                       help=f"{help_text} (default {default}; the bundled model may recommend "
+                            "its own)")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", type=Path, help="model weights (.pth or .safetensors)")
     p.add_argument(
@@ -148,8 +171,7 @@ def cmd_amg(args: argparse.Namespace) -> int:
     if not images:
         raise CliError(f"no images found in {args.input}")
     model = _load_model(args)
-    params = {k: getattr(args, k) for k in AMG_FLAGS if getattr(args, k) is not None}
-    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **params)
+    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **_amg_params(args))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     coco: dict[str, Any] = {
@@ -258,7 +280,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     prompts = tuple(p.strip() for p in args.prompts.split(",") if p.strip())
     model = _load_model(args)
     summary = evaluate(model, args.coco_json, args.images, prompts=prompts,
-                       max_images=args.max_images, auto_max_images=args.auto_max_images)
+                       max_images=args.max_images, auto_max_images=args.auto_max_images,
+                       amg_kwargs=_amg_params(args) if "auto" in prompts else None)
     print(format_table(summary))
     if args.output:
         Path(args.output).write_text(json.dumps(summary, indent=2))
@@ -299,9 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     amg.add_argument("--format", choices=["coco", "png", "rle-json"], default="coco",
                      help="coco: one annotations.json; png: a folder of mask PNGs per image; "
                           "rle-json: one JSON of COCO-RLE records per image")
-    for name, (typ, help_text, default) in AMG_FLAGS.items():
-        amg.add_argument("--" + name.replace("_", "-"), type=typ, default=None,
-                         help=f"{help_text} (default {default})")
+    _add_amg_flags(amg)
     _add_model_args(amg)
     amg.set_defaults(func=cmd_amg)
 
@@ -351,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--auto-max-images", type=int, default=None,
                     help="run the (slow) automatic generator on the first N images only")
     ev.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
+    _add_amg_flags(ev)
     _add_model_args(ev)
     ev.set_defaults(func=cmd_eval)
     return parser

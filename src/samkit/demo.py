@@ -28,7 +28,7 @@ def run_demo(out_dir: str | os.PathLike[str], device: str = "cpu") -> dict[str, 
     """
     from samkit.amg import SamAutomaticMaskGenerator
     from samkit.predictor import SamPredictor
-    from samkit.registry import build_sam
+    from samkit.registry import amg_defaults, build_sam
     from samkit.viz import overlay
 
     out = Path(out_dir)
@@ -39,7 +39,8 @@ def run_demo(out_dir: str | os.PathLike[str], device: str = "cpu") -> dict[str, 
     predictor.set_image(image)
     masks, scores, _ = predictor.predict(point_coords=click, point_labels=np.array([1]))
     best = masks[int(np.argmax(scores))]
-    records = SamAutomaticMaskGenerator(model, points_per_side=24).generate(image)
+    params = {"points_per_side": 24, **amg_defaults("nano")}
+    records = SamAutomaticMaskGenerator(model, **params).generate(image)
     records.sort(key=lambda r: r["area"], reverse=True)
     clicked = overlay(image, [best], points=click, labels=np.array([1]))
     auto = overlay(image, [r["segmentation"] for r in records])

@@ -115,6 +115,40 @@ class SamPredictor:
         assert self.features is not None
         return self.features
 
+    def set_image_embedding(
+        self,
+        embedding: torch.Tensor,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int] | None = None,
+    ) -> None:
+        """Use an embedding computed earlier (e.g. cached on disk) instead of ``set_image``.
+
+        Args:
+            embedding: ``(1, C, h, w)`` from :meth:`get_image_embedding` of the same model.
+            original_size: ``(H, W)`` of the image it was computed from.
+            input_size: ``(H', W')`` of the resized image; default: derived from
+                ``original_size`` as ``set_image`` would.
+        """
+        expected = (self.model.prompt_encoder.embed_dim,
+                    *self.model.prompt_encoder.image_embedding_size)
+        if (not isinstance(embedding, torch.Tensor) or embedding.ndim != 4
+                or embedding.shape[0] != 1 or tuple(embedding.shape[1:]) != expected):
+            got = tuple(embedding.shape) if isinstance(embedding, torch.Tensor) else embedding
+            raise ValueError(
+                f"embedding must have shape (1, {', '.join(map(str, expected))}) for this "
+                f"model, got {got}; was it computed by another model?"
+            )
+        h, w = int(original_size[0]), int(original_size[1])
+        if input_size is None:
+            input_size = self.transform.get_preprocess_shape(h, w, self.transform.target_length)
+        self.reset_image()
+        self.features = embedding.to(self.device, torch.float32)
+        self.original_size = (h, w)
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.orig_h, self.orig_w = self.original_size
+        self.input_h, self.input_w = self.input_size
+        self.is_image_set = True
+
     def _require_image(self) -> None:
         if not self.is_image_set:
             raise RuntimeError(

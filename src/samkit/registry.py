@@ -96,6 +96,9 @@ class ModelEntry:
     weights: WeightsInfo | None = None
     description: str = ""
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    # Automatic-mask-generator settings recommended for these weights (name, value) pairs,
+    # over the official defaults; chosen on the validation stream, never the test split.
+    amg_defaults: tuple[tuple[str, float], ...] = ()
 
 
 MODELS: dict[str, ModelEntry] = {
@@ -126,6 +129,12 @@ MODELS: dict[str, ModelEntry] = {
     ),
 }
 DEFAULT_ALIASES = {"default": "vit_h"}
+
+
+def amg_defaults(name: str) -> dict[str, float]:
+    """Recommended :class:`~samkit.SamAutomaticMaskGenerator` settings for a registered
+    model's weights (empty: the official defaults suit it)."""
+    return dict(MODELS[resolve_name(name)].amg_defaults)
 
 
 def list_models() -> list[str]:

@@ -115,7 +115,10 @@ def evaluate(
             masks = [r["segmentation"] for r in amg.generate(image)]
             for gt in gts:
                 result.add("auto", max((iou(m, gt) for m in masks), default=0.0))
-    return result.summary()
+    summary = result.summary()
+    if amg is not None:
+        summary["auto_params"] = dict(amg_kwargs or {})  # over the official defaults
+    return summary
 
 
 def _prompt_gt(predictor: Any, gt: np.ndarray, prompts: tuple[str, ...],
@@ -159,8 +162,10 @@ def format_table(summary: dict[str, Any]) -> str:
     for key, value in summary["miou"].items():
         lines.append(f"{key:<22}{value:>8.4f}")
     if "auto_images" in summary:
+        params = ", ".join(f"{k}={v}" for k, v in summary.get("auto_params", {}).items())
         lines.append(f"(auto: {summary['auto_instances']} instances in "
-                     f"{summary['auto_images']} images)")
+                     f"{summary['auto_images']} images; generator: "
+                     f"{params or 'official defaults'})")
     if summary["skipped_images"]:
         lines.append(f"skipped {len(summary['skipped_images'])} unreadable image(s)")
     return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""samkit studio's HTTP API (FastAPI). Thin: validate, call the project, format the answer.
+
+Every endpoint is a plain ``def``, so FastAPI runs it in its thread pool and model work never
+blocks the event loop. Masks travel as COCO compressed RLE strings of the image's ``(H, W)``
+(EXIF orientation); points and boxes are XY image pixels.
+
+Safety: when a token is set (always when the server listens beyond 127.0.0.1), every request
+must carry it (``Authorization: Bearer``, ``X-Samkit-Token``, a ``samkit_token`` cookie, or
+``?token=`` on the page URL, which also sets the cookie). Files are served only by image id
+from the project's image folder. Uploads are size-limited and must decode as images.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from samkit.ops.rle import decode_coco_rle
+from samkit.studio.export import FORMATS, coco_dict, export_zip, import_coco
+from samkit.studio.project import MAX_UPLOAD_BYTES, Project
+from samkit.studio.store import NotFound, StoreError, mask_record
+
+SHORTCUTS = {
+    "left click": "add an object point", "right click / shift+click": "add a background point",
+    "drag": "draw a box", "1 / 2 / 3": "pick a candidate mask", "enter / a": "accept",
+    "esc": "clear the prompt", "ctrl+z / ctrl+y": "undo / redo", "b / e": "brush / eraser",
+    "n / p": "next / previous image", "s": "segment everything", "d": "mark image done",
+}
+
+
+class PredictBody(BaseModel):
+    points: list[Annotated[list[float], Field(min_length=3, max_length=3)]] | None = Field(
+        None, description="[[x, y, label], ...], label 1 = object, 0 = background")
+    box: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
+        None, description="[x0, y0, x1, y1] in pixels")
+    logits_id: str | None = Field(None, description="refine this earlier answer")
+    multimask: bool = True
+
+
+class InstanceBody(BaseModel):
+    rle: str = Field(description="COCO compressed RLE counts of an (H, W) mask")
+    class_id: int
+    score: float | None = None
+    source: str = "click"
+
+
+class InstancePatch(BaseModel):
+    rle: str | None = None
+    class_id: int | None = None
+
+
+class ClassBody(BaseModel):
+    name: str
+    color: str | None = Field(None, pattern=r"^#[0-9a-fA-F]{6}$")
+
+
+class StatusBody(BaseModel):
+    status: str
+
+
+class AutoBody(BaseModel):
+    points_per_side: int = Field(32, ge=1, le=128)
+    pred_iou_thresh: float | None = Field(None, ge=0, le=1)
+    stability_score_thresh: float | None = Field(None, ge=0, le=1)
+    min_mask_region_area: int = Field(0, ge=0)
+
+
+def create_app(project: Project, token: str | None = None,
+               amg_defaults: dict[str, Any] | None = None) -> FastAPI:
+    """The studio app for ``project``; requests must carry ``token`` when one is given."""
+    app = FastAPI(title="samkit studio", docs_url=None, redoc_url=None)
+    app.state.project = project
+    store = project.store
+
+    @app.middleware("http")
+    async def check_token(request: Request, call_next: Any) -> Response:
+        if token is None:
+            return await call_next(request)
+        given = (request.headers.get("x-samkit-token")
+                 or request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+                 or request.cookies.get("samkit_token") or request.query_params.get("token"))
+        if not given or not hmac.compare_digest(given, token):
+            return JSONResponse({"detail": "missing or wrong token: open the URL that "
+                                 "`samkit studio` printed (it carries ?token=...)"},
+                                status_code=401)
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie("samkit_token", token, httponly=True, samesite="strict")
+        return response
+
+    @app.exception_handler(StoreError)
+    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(
+            exc, NotFound) else 400)
+
+    def mask_of(image_id: int, rle: str) -> Any:
+        info = store.get_image(image_id)
+        if info["error"]:
+            raise StoreError(f"image {image_id} could not be read: {info['error']}")
+        try:
+            mask = decode_coco_rle({"size": [info["height"], info["width"]], "counts": rle})
+            ok = mask_record(mask)[0] == rle  # runs that do not cover H*W re-encode otherwise
+        except Exception:
+            ok = False
+        if not ok:
+            raise StoreError(f"rle is not a COCO RLE string of a {info['height']}x"
+                             f"{info['width']} mask (height x width of image {image_id})")
+        return mask
+
+    # -- project ---------------------------------------------------------------------------
+    @app.get("/api/info")
+    def info() -> dict[str, Any]:
+        return {"project": project.dir.name, "model_id": project.model_id,
+                "images_dir": str(project.images_dir), "counts": store.counts(),
+                "schema_version": store.schema_version, "shortcuts": SHORTCUTS,
+                "export_formats": list(FORMATS), "max_upload_bytes": MAX_UPLOAD_BYTES}
+
+    # -- images ----------------------------------------------------------------------------
+    @app.get("/api/images")
+    def list_images(status: str | None = None, search: str | None = None,
+                    offset: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict[str, Any]:
+        rows, total = store.list_images(status, offset, limit, search)
+        for r in rows:
+            r["cached"] = r["error"] is None and project.is_cached(r["id"])
+        return {"images": rows, "total": total}
+
+    @app.post("/api/images")
+    def upload(file: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        data = file.file.read(MAX_UPLOAD_BYTES + 1)
+        return project.add_upload(file.filename or "", data)
+
+    @app.get("/api/images/{image_id}")
+    def get_image(image_id: int) -> dict[str, Any]:
+        return {**store.get_image(image_id), "cached": project.is_cached(image_id),
+                "instances": [i.to_dict() for i in store.instances(image_id)],
+                "next": store.neighbour(image_id, 1), "previous": store.neighbour(image_id, -1)}
+
+    @app.get("/api/images/{image_id}/file")
+    def image_file(image_id: int) -> FileResponse:
+        return FileResponse(project.display_jpeg(image_id), media_type="image/jpeg")
+
+    @app.post("/api/images/{image_id}/status")
+    def set_status(image_id: int, body: StatusBody) -> dict[str, Any]:
+        store.set_status(image_id, body.status)
+        return store.get_image(image_id)
+
+    @app.post("/api/images/{image_id}/embed")
+    def embed(image_id: int) -> dict[str, Any]:
+        import time
+
+        t = time.perf_counter()
+        _, size, computed = project.embedding(image_id)
+        return {"computed": computed, "ms": round((time.perf_counter() - t) * 1e3, 2),
+                "size": list(size)}
+
+    @app.post("/api/images/{image_id}/predict")
+    def predict(image_id: int, body: PredictBody) -> dict[str, Any]:
+        return project.predict(image_id, body.points, body.box, body.logits_id, body.multimask)
+
+    @app.post("/api/images/{image_id}/auto")
+    def auto(image_id: int, body: AutoBody | None = None) -> dict[str, Any]:
+        params = {**(amg_defaults or {}),
+                  **(body or AutoBody()).model_dump(exclude_none=True)}
+        return {"masks": project.segment_everything(image_id, **params), "params": params}
+
+    # -- instances -------------------------------------------------------------------------
+    @app.get("/api/images/{image_id}/instances")
+    def instances(image_id: int) -> list[dict[str, Any]]:
+        store.get_image(image_id)
+        return [i.to_dict() for i in store.instances(image_id)]
+
+    @app.post("/api/images/{image_id}/instances", status_code=201)
+    def add_instance(image_id: int, body: InstanceBody) -> dict[str, Any]:
+        mask = mask_of(image_id, body.rle)
+        return store.add_instance(image_id, body.class_id, mask, body.score,
+                                  body.source).to_dict()
+
+    @app.patch("/api/instances/{instance_id}")
+    def patch_instance(instance_id: int, body: InstancePatch) -> dict[str, Any]:
+        inst = store.get_instance(instance_id)
+        mask = None if body.rle is None else mask_of(inst.image_id, body.rle)
+        return store.update_instance(instance_id, body.class_id, mask).to_dict()
+
+    @app.delete("/api/instances/{instance_id}")
+    def delete_instance(instance_id: int) -> dict[str, Any]:
+        return store.delete_instance(instance_id).to_dict()
+
+    # -- classes ---------------------------------------------------------------------------
+    @app.get("/api/classes")
+    def classes() -> list[dict[str, Any]]:
+        return store.list_classes()
+
+    @app.post("/api/classes", status_code=201)
+    def add_class(body: ClassBody) -> dict[str, Any]:
+        cid = store.add_class(body.name, body.color)
+        return next(c for c in store.list_classes() if c["id"] == cid)
+
+    @app.patch("/api/classes/{class_id}")
+    def rename_class(class_id: int, body: ClassBody) -> dict[str, Any]:
+        store.rename_class(class_id, body.name)
+        return next(c for c in store.list_classes() if c["id"] == class_id)
+
+    # -- embeddings ------------------------------------------------------------------------
+    @app.get("/api/embeddings")
+    def embeddings_status() -> dict[str, Any]:
+        return project.worker.status()
+
+    @app.post("/api/embeddings/precompute")
+    def precompute() -> dict[str, Any]:
+        return {"queued": project.worker.enqueue_missing(), **project.worker.status()}
+
+    # -- export / import -------------------------------------------------------------------
+    @app.get("/api/export")
+    def export(format: str = "coco") -> Response:
+        name = f"{project.dir.name}-{format}"
+        if format == "coco":
+            return Response(json.dumps(coco_dict(store)), media_type="application/json",
+                            headers={"Content-Disposition":
+                                     f'attachment; filename="{name}.json"'})
+        return Response(export_zip(store, format), media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.zip"'})
+
+    @app.post("/api/import")
+    def import_annotations(file: Annotated[UploadFile, File()]) -> dict[str, Any]:
+        raw = file.file.read(MAX_UPLOAD_BYTES + 1)
+        if len(raw) > MAX_UPLOAD_BYTES:
+            raise StoreError(f"upload is over {MAX_UPLOAD_BYTES} bytes")
+        try:
+            coco = json.loads(raw)
+        except ValueError as exc:
+            raise StoreError(f"the file is not JSON: {exc}") from None
+        return import_coco(store, coco)
+
+    @app.get("/")
+    def index() -> Response:
+        ui = Path(__file__).parent / "ui" / "index.html"
+        if ui.exists():
+            return FileResponse(ui)
+        return JSONResponse({"detail": "this samkit build has no browser UI yet; the API "
+                             "lives under /api (see /api/info)"}, status_code=404)
+
+    return app
