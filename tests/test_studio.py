@@ -338,3 +338,23 @@ def test_precompute_worker_and_auto(client):
     auto = c.post(f"/api/images/{a}/auto", json={"points_per_side": 4, "pred_iou_thresh": 0,
                                                   "stability_score_thresh": 0}).json()
     assert auto["masks"] and all(m["size"] == [120, 160] for m in auto["masks"])
+
+
+def test_cli_demo_precompute_and_host_token(tmp_path, capsys):
+    from samkit.cli import main
+    from samkit.studio.launch import check_host
+
+    assert main(["studio", "precompute", str(tmp_path / "demo"), "--demo"]) == 0
+    out = capsys.readouterr().out
+    assert "cached 8 embedding(s)" in out
+    store = ProjectStore(tmp_path / "demo")
+    assert store.counts()["todo"] == 8
+    # a second run finds everything cached
+    assert main(["studio", "precompute", str(tmp_path / "demo")]) == 0
+    assert "cached 0 embedding(s)" in capsys.readouterr().out
+    assert main(["studio"]) == 2  # no project given
+    assert "PROJECT_DIR" in capsys.readouterr().err
+    assert main(["studio", str(tmp_path / "p"), "--images", str(tmp_path / "nope")]) == 2
+    assert check_host("127.0.0.1", None) is None and check_host("localhost", None) is None
+    assert check_host("0.0.0.0", None) and check_host("192.168.1.5", None)
+    assert check_host("0.0.0.0", "mine") == "mine"

@@ -298,6 +298,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    from samkit.studio.launch import make_demo_images, open_project, serve
+
+    words = list(args.words)
+    precompute = bool(words) and words[0] == "precompute"
+    if precompute:
+        words = words[1:]
+    if len(words) > 1:
+        raise CliError(f"expected one PROJECT_DIR, got {words}")
+    if args.demo:
+        project_dir = Path(words[0]) if words else Path("samkit-studio-demo")
+        images = make_demo_images(project_dir / "images")
+    elif not words:
+        raise CliError("give a PROJECT_DIR (or --demo)")
+    else:
+        project_dir, images = Path(words[0]), args.images
+    if images is not None and not Path(images).is_dir():
+        raise CliError(f"--images {images} is not a directory")
+    project, amg = open_project(project_dir, args.model, args.checkpoint, images,
+                                device=_device(args.device))
+    if precompute:
+        from tqdm import tqdm
+
+        n = project.worker.enqueue_missing()
+        with tqdm(total=n, desc="embeddings", unit="img") as bar:
+            while project.worker.status()["running"]:
+                project.worker.wait(0.5)
+                bar.update(project.worker.done - bar.n)
+            bar.update(project.worker.done - bar.n)
+        errors = project.worker.status()["errors"]
+        print(f"cached {n - len(errors)} embedding(s) in {project.cache_dir}"
+              + (f"; {len(errors)} failed: " + "; ".join(errors) if errors else ""))
+        return 1 if errors else 0
+    serve(project, args.host, args.port, args.token, amg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="samkit", description="Segment Anything: masks from clicks, boxes or nothing."
@@ -334,6 +371,26 @@ def build_parser() -> argparse.ArgumentParser:
                       help="output directory (default ./samkit-demo)")
     demo.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     demo.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser(
+        "studio", help="browser annotation server for a project directory",
+        description="samkit studio PROJECT_DIR [--images DIR] | samkit studio --demo | "
+                    "samkit studio precompute PROJECT_DIR")
+    st.add_argument("words", nargs="*", metavar="[precompute] PROJECT_DIR",
+                    help="the project directory (created if new); 'precompute' first fills "
+                         "the embedding cache and exits")
+    st.add_argument("--images", type=Path, default=None,
+                    help="folder of images to annotate (default PROJECT_DIR/images)")
+    st.add_argument("--demo", action="store_true",
+                    help="make a project from bundled sample images (default dir "
+                         "./samkit-studio-demo)")
+    st.add_argument("--host", default="127.0.0.1",
+                    help="listen address (default 127.0.0.1; others require a token)")
+    st.add_argument("--port", type=int, default=8765)
+    st.add_argument("--token", default=None,
+                    help="access token (generated and printed for non-loopback hosts)")
+    _add_model_args(st)
+    st.set_defaults(func=cmd_studio)
 
     data = sub.add_parser("data", help="datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 from samkit.ops.rle import decode_coco_rle
@@ -238,12 +239,16 @@ def create_app(project: Project, token: str | None = None,
             raise StoreError(f"the file is not JSON: {exc}") from None
         return import_coco(store, coco)
 
+    ui = Path(__file__).parent / "ui"
+    if (ui / "assets").is_dir():
+        app.mount("/assets", StaticFiles(directory=ui / "assets"), name="assets")
+
     @app.get("/")
     def index() -> Response:
-        ui = Path(__file__).parent / "ui" / "index.html"
-        if ui.exists():
-            return FileResponse(ui)
-        return JSONResponse({"detail": "this samkit build has no browser UI yet; the API "
-                             "lives under /api (see /api/info)"}, status_code=404)
+        if (ui / "index.html").exists():
+            return FileResponse(ui / "index.html", headers={"Cache-Control": "no-cache"})
+        return JSONResponse({"detail": "the browser UI is missing from this install (build "
+                             "it with `npm run build` in studio-ui/); the API lives under "
+                             "/api"}, status_code=404)
 
     return app
