@@ -116,6 +116,8 @@ class Sam(nn.Module):
         size = self.img_size
         masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
+        if tuple(input_size) == tuple(original_size):
+            return masks  # resizing to the same size is the identity (exactly, for bilinear)
         return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
