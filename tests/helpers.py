@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from samkit.registry import SamConfig, build_sam_from_config
+from samkit.testing import lively_state_dict
 
 TINY = SamConfig(
     encoder_embed_dim=32,
@@ -24,37 +25,6 @@ TINY = SamConfig(
     decoder_mlp_dim=64,
     iou_head_hidden_dim=32,
 )
-
-
-def lively_state_dict(config: SamConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights in the official layout that give non-trivial masks.
-
-    Zero-initialised tensors (positions, relative positions) get noise, mask logits are
-    sharpened so stability scores vary, and predicted IoUs are centred near 0.9 so that the
-    generator's default thresholds keep some masks and drop others.
-    """
-    torch.manual_seed(seed)
-    model = build_sam_from_config(config)
-    sd = {k: v.clone() for k, v in model.state_dict().items()}
-    gen = torch.Generator().manual_seed(seed)
-    for k, v in sd.items():
-        if "pos_embed" in k or "rel_pos" in k:
-            sd[k] = 0.2 * torch.randn(v.shape, generator=gen)
-    # Spatially constant upscaling kernels make masks follow the image content (blobs) instead
-    # of a 4x4 checkerboard, and a sharper positional encoding makes them depend on the click.
-    for key in ("mask_decoder.output_upscaling.0.weight", "mask_decoder.output_upscaling.3.weight"):
-        sd[key] = sd[key][:, :, :1, :1].expand_as(sd[key]).clone()
-    sd["prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"] *= 4.0
-    n_tokens = config.num_multimask_outputs + 1
-    last = config.iou_head_depth - 1
-    for i in range(n_tokens):
-        key = f"mask_decoder.output_hypernetworks_mlps.{i}.layers.2.weight"
-        sd[key] = sd[key] * 3000.0
-    sd[f"mask_decoder.iou_prediction_head.layers.{last}.weight"] *= 0.3
-    sd[f"mask_decoder.iou_prediction_head.layers.{last}.bias"] = 0.9 + 0.02 * torch.randn(
-        n_tokens, generator=gen
-    )
-    return sd
 
 
 def build_official(config: SamConfig):
