@@ -128,8 +128,9 @@ def create_app(project: Project, token: str | None = None,
                     offset: Annotated[int, Query(ge=0)] = 0,
                     limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> dict[str, Any]:
         rows, total = store.list_images(status, offset, limit, search)
+        cached = {p.stem for p in project.cache_dir.glob("*.pt")}
         for r in rows:
-            r["cached"] = r["error"] is None and project.is_cached(r["id"])
+            r["cached"] = r["error"] is None and r["sha256"] in cached
         return {"images": rows, "total": total}
 
     @app.post("/api/images")
