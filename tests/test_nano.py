@@ -51,7 +51,7 @@ def coin_masks() -> tuple[np.ndarray, list[np.ndarray]]:
     return img, [m for m in masks if m.sum() > 500]
 
 
-@pytest.mark.xfail(strict=True, reason="nano v0 reaches IoU 0.8 on 0 of 24 coins (model card); "
+@pytest.mark.xfail(strict=True, reason="nano v1 reaches IoU 0.8 on 1 of 24 coins (model card); "
                    "a better model will pass this, and strict=True then asks to drop the mark")
 def test_coins_one_click_each(nano):
     img, coins = coin_masks()
