@@ -76,7 +76,7 @@ def decomposed_rel_pos_bias(
     rel_pos_w: torch.Tensor,
     q_hw: tuple[int, int],
     k_hw: tuple[int, int],
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Relative-position bias of MViTv2, split into a height and a width term.
 
     Args:
@@ -87,7 +87,9 @@ def decomposed_rel_pos_bias(
         k_hw: Key grid size ``(k_h, k_w)``.
 
     Returns:
-        ``(B, q_h, q_w, k_h, k_w)`` bias to add to the attention logits.
+        The height term ``(B, q_h, q_w, k_h, 1)`` and the width term ``(B, q_h, q_w, 1, k_w)``
+        to add, in that order, to the ``(B, q_h, q_w, k_h, k_w)`` attention logits (adding
+        them one after the other keeps the official code's rounding).
     """
     q_h, q_w = q_hw
     k_h, k_w = k_hw
@@ -96,7 +98,7 @@ def decomposed_rel_pos_bias(
     grid_q = q.reshape(q.shape[0], q_h, q_w, q.shape[-1])
     bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h)
     bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w)
-    return bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]
+    return bias_h[:, :, :, :, None], bias_w[:, :, :, None, :]
 
 
 class Attention(nn.Module):
@@ -136,8 +138,11 @@ class Attention(nn.Module):
             return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w))
-            attn = (attn.view(bias.shape) + bias).view(b * self.num_heads, h * w, h * w)
+            bias_h, bias_w = decomposed_rel_pos_bias(
+                q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)
+            )
+            grid = (b * self.num_heads, h, w, h, w)
+            attn = (attn.view(grid) + bias_h + bias_w).view(b * self.num_heads, h * w, h * w)
         attn = attn.softmax(dim=-1)
         out = (attn @ v).view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4)
         return self.proj(out.reshape(b, h, w, -1))
