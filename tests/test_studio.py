@@ -358,3 +358,30 @@ def test_cli_demo_precompute_and_host_token(tmp_path, capsys):
     assert check_host("127.0.0.1", None) is None and check_host("localhost", None) is None
     assert check_host("0.0.0.0", None) and check_host("192.168.1.5", None)
     assert check_host("0.0.0.0", "mine") == "mine"
+
+
+def test_classes_navigation_and_page(client):
+    c, _project = client
+    a = c.post("/api/classes", json={"name": "cat"}).json()
+    b = c.post("/api/classes", json={"name": "dog", "color": "#00ff00"}).json()
+    assert [x["name"] for x in c.get("/api/classes").json()] == ["cat", "dog"]
+    assert b["color"] == "#00ff00" and a["color"].startswith("#")
+    assert c.patch(f"/api/classes/{a['id']}", json={"name": "kitten"}).json()["name"] == "kitten"
+    clash = c.patch(f"/api/classes/{a['id']}", json={"name": "dog"})
+    assert clash.status_code == 400 and "exists" in clash.json()["detail"]
+    assert c.patch("/api/classes/99", json={"name": "x"}).status_code == 404
+    ids = [r["id"] for r in c.get("/api/images").json()["images"]]
+    first = c.get(f"/api/images/{ids[0]}").json()
+    assert first["previous"] is None and first["next"] == ids[1]
+    last = c.get(f"/api/images/{ids[-1]}").json()
+    assert last["next"] is None and last["previous"] == ids[-2]
+    c.post(f"/api/images/{ids[0]}/status", json={"status": "done"})
+    assert [r["id"] for r in c.get("/api/images", params={"status": "done"}).json()[
+        "images"]] == [ids[0]]
+    assert c.get("/api/images", params={"search": "c16"}).json()["total"] == 1
+    assert c.post(f"/api/images/{ids[0]}/status", json={"status": "x"}).status_code == 400
+    page = c.get("/")
+    assert page.status_code == 200 and "samkit studio" in page.text
+    asset = page.text.split('src="./assets/')[1].split('"')[0]
+    assert c.get(f"/assets/{asset}").status_code == 200
+    assert c.get("/assets/../../store.py").status_code == 404
