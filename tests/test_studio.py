@@ -187,6 +187,8 @@ def test_click_predict_refine_accept_edit_delete(client, model):
     ({"box": [1, 2, 3]}, 422),                      # three numbers for a box
     ({}, 400),                                      # nothing to segment
     ({"points": [[1, 2, 1]], "logits_id": "zzz"}, 400),
+    ({"points": [[1, 2, 7]]}, 400),                 # a label that is neither 0 nor 1
+    ({"box": [50, 50, 10, 10]}, 400),               # x1 < x0
 ])
 def test_bad_prompts_get_clear_errors(client, body, status):
     c, project = client

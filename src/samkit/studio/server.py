@@ -95,8 +95,8 @@ def create_app(project: Project, token: str | None = None,
             response.set_cookie("samkit_token", token, httponly=True, samesite="strict")
         return response
 
-    @app.exception_handler(StoreError)
-    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
+    @app.exception_handler(ValueError)  # StoreError, and the predictor's input checks
+    async def bad_input(_: Request, exc: ValueError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(
             exc, NotFound) else 400)
 
