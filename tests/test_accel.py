@@ -113,3 +113,29 @@ def test_fast_decoder_keeps_gradients_and_is_default():
                       .k_proj.weight.grad))
     assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
     assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+
+
+def test_inference_layers_match_their_training_path_bit_for_bit():
+    from samkit.modeling.common import FreshGELU, LayerNorm2d
+
+    gen = torch.Generator().manual_seed(0)
+    norm = LayerNorm2d(8)
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(8, generator=gen))
+        norm.bias.copy_(torch.randn(8, generator=gen))
+    x = torch.randn(3, 8, 5, 7, generator=gen) * 3 + 1
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xl = x.contiguous(memory_format=layout)
+        trained = norm(xl.clone().requires_grad_(True))  # the plain (autograd) path
+        with torch.no_grad():
+            fast = norm(xl)
+        assert torch.equal(trained.detach(), fast)
+        assert torch.equal(xl, x)  # the input is not overwritten
+    y = torch.randn(4, 6, generator=gen)
+    ref = torch.nn.functional.gelu(y)
+    with torch.no_grad():
+        out = FreshGELU()(y.clone())
+    assert torch.equal(ref, out)
+    g = y.clone().requires_grad_(True)
+    FreshGELU()(g).sum().backward()  # training path keeps gradients
+    assert g.grad is not None and torch.equal(g, y)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from samkit.modeling.common import MLP, LayerNorm2d
+from samkit.modeling.common import MLP, FreshGELU, LayerNorm2d
 from samkit.modeling.transformer import TwoWayTransformer
 
 
@@ -44,9 +44,9 @@ class MaskDecoder(nn.Module):
         self.output_upscaling = nn.Sequential(
             nn.ConvTranspose2d(transformer_dim, transformer_dim // 4, kernel_size=2, stride=2),
             LayerNorm2d(transformer_dim // 4),
-            nn.GELU(),
+            FreshGELU(),
             nn.ConvTranspose2d(transformer_dim // 4, transformer_dim // 8, kernel_size=2, stride=2),
-            nn.GELU(),
+            FreshGELU(),
         )
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3)
@@ -95,7 +95,9 @@ class MaskDecoder(nn.Module):
                 image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings
             )
         else:
-            # Prompt sets a few at a time: the (chunk, H*W, C) activations stay in cache.
+            # Prompt sets a few at a time: the (chunk, H*W, C) activations stay in cache. A
+            # shared image side is projected once for all chunks (image_cache).
+            image_cache: dict[str, torch.Tensor] = {}
             parts = [
                 self.predict_masks(
                     image_embeddings if image_embeddings.shape[0] == 1
@@ -104,6 +106,7 @@ class MaskDecoder(nn.Module):
                     sparse_prompt_embeddings[i : i + chunk],
                     dense_prompt_embeddings if dense_prompt_embeddings.shape[0] == 1
                     else dense_prompt_embeddings[i : i + chunk],
+                    image_cache,
                 )
                 for i in range(0, bs, chunk)
             ]
@@ -118,8 +121,13 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompt_embeddings: torch.Tensor,
         dense_prompt_embeddings: torch.Tensor,
+        image_cache: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All ``num_mask_tokens`` masks ``(B, T, 4H, 4W)`` and IoU predictions ``(B, T)``."""
+        """All ``num_mask_tokens`` masks ``(B, T, 4H, 4W)`` and IoU predictions ``(B, T)``.
+
+        ``image_cache`` (a dict, empty at first) keeps the shared image side's first-block
+        projections across calls for the same image, positional encoding and dense prompt.
+        """
         bs = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(bs, -1, -1)
@@ -139,7 +147,8 @@ class MaskDecoder(nn.Module):
         _, c, h, w = src.shape
         b = bs
 
-        hs, src = self.transformer(src, pos_src, tokens)
+        shared = src.shape[0] == 1 and bs > 1
+        hs, src = self.transformer(src, pos_src, tokens, image_cache if shared else None)
         iou_token_out = hs[:, 0, :]
         mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
 
