@@ -139,3 +139,19 @@ def test_inference_layers_match_their_training_path_bit_for_bit():
     g = y.clone().requires_grad_(True)
     FreshGELU()(g).sum().backward()  # training path keeps gradients
     assert g.grad is not None and torch.equal(g, y)
+
+
+@pytest.mark.parametrize("input_size", [(96, 128), (128, 72), (128, 128), (1, 128), (127, 5),
+                                        (4, 4)])
+def test_postprocess_upsamples_only_kept_rows_with_the_same_values(input_size):
+    import torch.nn.functional as F
+
+    model = _model()
+    size = model.image_encoder.img_size
+    low = torch.randn(3, 2, size // 4, size // 4, generator=torch.Generator().manual_seed(0)) * 9
+    full = F.interpolate(low, (size, size), mode="bilinear", align_corners=False)
+    full = full[..., : input_size[0], : input_size[1]]
+    assert torch.equal(model.postprocess_masks(low, input_size, input_size), full)
+    orig = (input_size[0] * 3 + 1, input_size[1] + 2)
+    resized = F.interpolate(full, orig, mode="bilinear", align_corners=False)
+    assert torch.equal(model.postprocess_masks(low, input_size, orig), resized)

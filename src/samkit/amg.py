@@ -139,6 +139,9 @@ class SamAutomaticMaskGenerator:
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        # Masks upsampled to full resolution at once (memory, not results: any value >= 1
+        # gives the same output).
+        self.postprocess_chunk = 8
 
     @torch.no_grad()
     def generate(self, image: Any) -> list[dict[str, Any]]:
@@ -253,19 +256,33 @@ class SamAutomaticMaskGenerator:
         )
         if self.pred_iou_thresh > 0.0:
             data.filter(data["iou_preds"] > self.pred_iou_thresh)
-        # Upsample only the masks that survived the IoU filter: bilinear upsampling is
-        # per-mask, so this gives the same logits as upsampling all of them.
+        # Upsample only the masks that survived the IoU filter (bilinear upsampling is per
+        # mask, so their logits are the same as if all were upsampled), a few at a time: one
+        # chunk's full-resolution logits are alive at once, and masks failing the stability
+        # filter are dropped before they are thresholded.
         assert pred.input_size is not None
-        data["masks"] = model.postprocess_masks(
-            data["low_res"][:, None], pred.input_size, im_size
-        )[:, 0]
+        scores, keeps, kept = [], [], []
+        for start in range(0, len(data), self.postprocess_chunk):
+            logits = model.postprocess_masks(
+                data["low_res"][start : start + self.postprocess_chunk, None],
+                pred.input_size, im_size,
+            )[:, 0]
+            score = calculate_stability_score(
+                logits, model.mask_threshold, self.stability_score_offset
+            )
+            if self.stability_score_thresh > 0.0:
+                keep = score >= self.stability_score_thresh
+                keeps.append(keep)
+                logits = logits[keep]
+            scores.append(score)
+            kept.append(logits > model.mask_threshold)
         del data["low_res"]
-        data["stability_score"] = calculate_stability_score(
-            data["masks"], model.mask_threshold, self.stability_score_offset
-        )
-        if self.stability_score_thresh > 0.0:
-            data.filter(data["stability_score"] >= self.stability_score_thresh)
-        data["masks"] = data["masks"] > model.mask_threshold
+        data["stability_score"] = (torch.cat(scores) if scores
+                                   else torch.zeros(0, device=pred.device))
+        if keeps:
+            data.filter(torch.cat(keeps))
+        data["masks"] = torch.cat(kept) if kept else torch.zeros(
+            0, *im_size, dtype=torch.bool, device=pred.device)
         data["boxes"] = batched_mask_to_box(data["masks"])
         keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
         if not torch.all(keep):

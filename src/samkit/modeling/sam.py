@@ -114,7 +114,18 @@ class Sam(nn.Module):
             original_size: ``(H, W)`` of the image given by the user.
         """
         size = self.img_size
-        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+        h, w = masks.shape[-2:]
+        f = size // h
+        if f * h == size and f * w == size:
+            # Rows below input_size are cropped away, so only the low-res rows that the kept
+            # rows read (one past the last) are upsampled. The scale stays 1/f and rows are
+            # computed independently, so every kept value is the same as in the full
+            # upsampling. (Columns are not cropped: the kernel vectorises along them.)
+            rows = min(h, -(-input_size[0] // f) + 1)
+            masks = F.interpolate(masks[..., :rows, :], (rows * f, size),
+                                  mode="bilinear", align_corners=False)
+        else:
+            masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
         masks = masks[..., : input_size[0], : input_size[1]]
         if tuple(input_size) == tuple(original_size):
             return masks  # resizing to the same size is the identity (exactly, for bilinear)
