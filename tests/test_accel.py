@@ -155,3 +155,64 @@ def test_postprocess_upsamples_only_kept_rows_with_the_same_values(input_size):
     orig = (input_size[0] * 3 + 1, input_size[1] + 2)
     resized = F.interpolate(full, orig, mode="bilinear", align_corners=False)
     assert torch.equal(model.postprocess_masks(low, input_size, orig), resized)
+
+
+def _have_cxx() -> bool:
+    import os
+    import shutil
+
+    return any(shutil.which(c) for c in (os.environ.get("CXX") or "g++", "clang++"))
+
+
+@pytest.mark.skipif(not _have_cxx() and not __import__("os").environ.get("CI"),
+                    reason="torch.compile on CPU needs a C++ compiler (CI has one)")
+def test_compiled_model_agrees_with_eager_and_switches_off():
+    from samkit.accel import use_compile
+
+    eager, comp = _model(), use_compile(_model())
+    assert set(comp.state_dict()) == set(eager.state_dict())  # modules untouched
+    img = scene(120, 160, seed=5)
+    p, q = SamPredictor(eager), SamPredictor(comp)
+    p.set_image(img)
+    q.set_image(img)
+    emb_p, emb_q = p.get_image_embedding(), q.get_image_embedding()
+    assert (emb_p - emb_q).abs().max() <= 1e-4 * emb_p.abs().max()
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.rand(9, 1, 2, generator=gen) * 128
+    labels = torch.ones(9, 1, dtype=torch.long)
+    a, sa, la = p.predict_torch(pts, labels)
+    b, sb, lb = q.predict_torch(pts, labels)
+    assert (la - lb).abs().max() <= 1e-3 * la.abs().max()
+    assert torch.allclose(sa, sb, atol=1e-4)
+    assert (a ^ b).float().mean() <= 1e-3  # boundary pixels of near-zero logits only
+    inter = (a & b).sum((-1, -2)).float()
+    union = (a | b).sum((-1, -2)).float()
+    assert (inter / union)[union >= 100].min() >= 0.99
+    use_compile(comp, enabled=False)  # back to the eager forwards: exact again
+    q.set_image(img)
+    assert torch.equal(q.get_image_embedding(), emb_p)
+    assert torch.equal(q.predict_torch(pts, labels)[2], la)
+
+
+def test_threads_follow_the_cpus_this_process_may_use(monkeypatch, tmp_path):
+    import samkit.accel as accel
+
+    assert accel.available_cpus() >= 1
+    monkeypatch.setattr(accel.os, "sched_getaffinity", lambda pid: set(range(64)))
+    real_path = accel.Path
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # a container limited to 1.5 CPUs
+    monkeypatch.setattr(accel, "Path", lambda p: quota if p == "/sys/fs/cgroup/cpu.max"
+                        else real_path(p))
+    assert accel.available_cpus() == 1
+    quota.write_text("max 100000\n")
+    assert accel.available_cpus() == 64
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(accel, "available_cpus", lambda: 1)
+        assert accel.set_threads() == 1 and torch.get_num_threads() == 1
+        assert accel.set_threads(2) == 2 and torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="threads must be >= 1"):
+            accel.set_threads(0)
+    finally:
+        torch.set_num_threads(before)

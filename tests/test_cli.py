@@ -113,3 +113,28 @@ def test_help_for_every_command():
         with pytest.raises(SystemExit) as info:
             main([cmd, "--help"])
         assert info.value.code == 0
+
+
+def test_speed_switches(files, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import samkit.accel as accel
+
+    _, ckpt, images = files
+    before = torch.get_num_threads()
+    try:
+        rc = main(["segment", str(images / "a.png"), "--checkpoint", str(ckpt), "--point",
+                   "50,60", "--fast", "--threads", "1", "-o", str(tmp_path / "fast")])
+        assert rc == 0 and torch.get_num_threads() == 1
+        exact = main(["segment", str(images / "a.png"), "--checkpoint", str(ckpt), "--point",
+                      "50,60", "-o", str(tmp_path / "exact")])
+        assert exact == 0
+        a = np.array(Image.open(tmp_path / "fast" / "a_mask.png")) > 0
+        b = np.array(Image.open(tmp_path / "exact" / "a_mask.png")) > 0
+        assert (a ^ b).mean() <= 1e-3 and a.sum() > 0
+        monkeypatch.setattr(accel.shutil, "which", lambda name: None)
+        rc = main(["segment", str(images / "a.png"), "--checkpoint", str(ckpt), "--point",
+                   "50,60", "--compile", "-o", str(tmp_path / "c")])
+        assert rc == 2 and "needs a C++ compiler" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)

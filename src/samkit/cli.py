@@ -64,8 +64,18 @@ def _load_model(args: argparse.Namespace) -> Any:
             )
         print(f"using the bundled {name} model (trained on synthetic scenes; for real photos "
               "pass an official --checkpoint)", file=sys.stderr)
-        return build_sam(name, device=device)
-    return build_sam(args.model, checkpoint=args.checkpoint, device=device)
+        model = build_sam(name, device=device)
+    else:
+        model = build_sam(args.model, checkpoint=args.checkpoint, device=device)
+    if getattr(args, "fast", False) or getattr(args, "compile", False):
+        from samkit.accel import optimize
+
+        try:
+            optimize(model, fused_attention=bool(getattr(args, "fast", False)),
+                     compile=bool(getattr(args, "compile", False)))
+        except RuntimeError as exc:  # no C++ compiler for torch.compile
+            raise CliError(str(exc)) from exc
+    return model
 
 
 def _amg_params(args: argparse.Namespace) -> dict[str, Any]:
@@ -91,7 +101,7 @@ def _add_amg_flags(p: argparse.ArgumentParser) -> None:
                             "its own)")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, model_switches: bool = True) -> None:
     p.add_argument("--checkpoint", type=Path, help="model weights (.pth or .safetensors)")
     p.add_argument(
         "--model",
@@ -100,6 +110,20 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
              "omitted; without --checkpoint the bundled nano model is used",
     )
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    _add_speed_args(p, model_switches)
+
+
+def _add_speed_args(p: argparse.ArgumentParser, model_switches: bool = True) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: one per core, at most the CPUs this process may "
+                        "use)")
+    if model_switches:
+        p.add_argument("--fast", action="store_true",
+                       help="fused attention: faster, masks at IoU >= 0.999 against the exact "
+                            "default")
+        p.add_argument("--compile", action="store_true",
+                       help="torch.compile the encoder and decoder (slow first image; pays off "
+                            "on many images; needs a C++ compiler on CPU)")
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -370,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-o", "--output", type=Path, default=Path("samkit-demo"),
                       help="output directory (default ./samkit-demo)")
     demo.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    _add_speed_args(demo, model_switches=False)
     demo.set_defaults(func=cmd_demo)
 
     st = sub.add_parser(
@@ -389,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--port", type=int, default=8765)
     st.add_argument("--token", default=None,
                     help="access token (generated and printed for non-loopback hosts)")
-    _add_model_args(st)
+    _add_model_args(st, model_switches=False)  # exact embeddings for its cache
     st.set_defaults(func=cmd_studio)
 
     data = sub.add_parser("data", help="datasets")
@@ -418,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--init", type=Path, default=None,
                     help="start from these weights (e.g. src/samkit/weights/nano.safetensors)")
     tr.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    _add_speed_args(tr, model_switches=False)
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("eval", help="mIoU by prompt type on a COCO dataset")
@@ -439,6 +465,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from samkit.accel import set_threads
+
+        set_threads(getattr(args, "threads", None))
         return int(args.func(args))
     except (CliError, CheckpointError, FileNotFoundError, ValueError) as exc:
         print(f"samkit {args.command}: error: {exc}", file=sys.stderr)
