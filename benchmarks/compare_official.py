@@ -62,6 +62,22 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
+def matched_iou(ref: list[dict], out: list[dict]) -> dict:
+    """For each reference mask, its best IoU among ``out``'s masks: min and mean (1.0 when
+    both are empty), for the variants that are not bit-exact."""
+    from pycocotools import mask as mask_utils
+
+    if not ref or not out:
+        return {"min": float(len(ref) == len(out)), "mean": float(len(ref) == len(out))}
+
+    def enc(masks: list[dict]) -> list:
+        return [mask_utils.encode(np.asfortranarray(m["segmentation"].astype(np.uint8)))
+                for m in masks]
+
+    ious = mask_utils.iou(enc(ref), enc(out), [0] * len(out)).max(axis=1)
+    return {"min": float(ious.min()), "mean": float(ious.mean())}
+
+
 def peak_rss_child(which: str) -> float:
     """Peak RSS (GiB) of a fresh process doing vit_h ``set_image`` with ``which``."""
     code = f"""
@@ -85,8 +101,11 @@ def build_pair_single(name: str, which: str):
         model = sam_model_registry[name]()
         return model, SamPredictor(model)
     from samkit import SamPredictor, build_sam
+    from samkit.accel import optimize
 
-    model = build_sam(name)  # samkit's defaults
+    model = build_sam(name)  # samkit's defaults (exact)
+    if which == "samkit_fused":
+        optimize(model, "fp32")  # fused attention, global blocks 16 query rows at a time
     return model, SamPredictor(model)
 
 
@@ -95,6 +114,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 16-point grid")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--skip-rss", action="store_true", help="skip the vit_h memory check")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile row (it needs a C++ compiler)")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     pps = 16 if args.quick else 32
@@ -117,6 +138,8 @@ def main() -> None:
     plain.load_state_dict(state)
     fused = optimize(build_sam("vit_b"), "fp32")  # + fused attention (not bit-exact)
     fused.load_state_dict(state)
+    compiled = optimize(build_sam("vit_b"), "fp32", compile=not args.no_compile)
+    compiled.load_state_dict(state)
     low = optimize(build_sam("vit_b"), "bf16")
     low.load_state_dict(state)  # copies (and rounds) the fp32 weights into the bf16 encoder
     image = photo()
@@ -127,6 +150,8 @@ def main() -> None:
                      "weights": "samkit.testing.lively_state_dict(vit_b, seed=0)"},
         "variants": {"samkit": "defaults (exact)",
                      "samkit_fused": "accel.optimize(model, 'fp32'): + fused attention",
+                     "samkit_compiled": "accel.optimize(model, 'fp32', compile=True): "
+                                        "+ torch.compile (compiled during the warm-up)",
                      "samkit_bf16": "accel.optimize(model, 'bf16')"},
     }
     peaks = {"fp32": matmul_peak(torch.float32)}
@@ -144,11 +169,16 @@ def main() -> None:
 
     preds = {"official": OfficialPredictor(ref), "samkit": SamPredictor(plain),
              "samkit_fused": SamPredictor(fused)}
+    if not args.no_compile:
+        preds["samkit_compiled"] = SamPredictor(compiled)
     if low is not None:
         preds["samkit_bf16"] = SamPredictor(low)
     ours = [k for k in preds if k != "official"]
-    for p in preds.values():  # warm-up
+    warm = {}
+    for key, p in preds.items():  # warm-up (compiles the compiled variant's encoder)
+        t = time.perf_counter()
         p.set_image(image)
+        warm[key] = time.perf_counter() - t
     times = {}
     for _ in range(repeats):  # alternate implementations run by run
         for key, p in preds.items():
@@ -159,6 +189,7 @@ def main() -> None:
     print("set_image", {k: round(v, 2) for k, v in times.items()}, flush=True)
     emb = {k: p.get_image_embedding() for k, p in preds.items()}
     report["set_image_s"] = times
+    report["first_set_image_s"] = warm
     report["embedding_max_abs_diff"] = {
         k: float((emb["official"] - emb[k]).abs().max()) for k in ours}
     encoder_gflop = 972.0  # ViT-B at 1024 x 1024 (issue #4)
@@ -167,7 +198,9 @@ def main() -> None:
         for k in ours}
     click = {"point_coords": np.array([[500, 375]]), "point_labels": np.array([1])}
     predict = {}
-    for key in ("official", "samkit", "samkit_fused"):
+    speed_rows = [k for k in ("official", "samkit", "samkit_fused", "samkit_compiled")
+                  if k in preds]
+    for key in speed_rows:
         preds[key].predict(**click)
         predict[key], _ = timed(lambda k=key: preds[k].predict(**click), max(10, repeats))
     report["predict_s"] = predict
@@ -187,8 +220,10 @@ def main() -> None:
     boxes = torch.tensor([[x, y, x + 200, y + 150] for x in range(0, 800, 100)
                           for y in range(0, 600, 75)], dtype=torch.float)
     batch = {}
-    for key in ("official", "samkit", "samkit_fused"):
+    for key in speed_rows:
         p = preds[key]
+        p.predict_torch(None, None, boxes=p.transform.apply_boxes_torch(boxes, image.shape[:2]),
+                        multimask_output=False)  # warm-up (compiles the 64-box shapes)
         tb = p.transform.apply_boxes_torch(boxes, image.shape[:2])
         batch[key], _ = timed(lambda p=p, tb=tb: p.predict_torch(None, None, boxes=tb,
                                                                    multimask_output=False), repeats)
@@ -197,6 +232,8 @@ def main() -> None:
 
     amg = {}
     models = {"official": ref, "samkit": plain, "samkit_fused": fused}
+    if not args.no_compile:
+        models["samkit_compiled"] = compiled
     if low is not None:
         models["samkit_bf16"] = low
     for label, kw in (("default", {}), ("no_thresholds", {"pred_iou_thresh": 0.0,
@@ -219,16 +256,17 @@ def main() -> None:
             b = out[key]
             amg[label][f"identical_{key}"] = len(a) == len(b) and all(
                 np.array_equal(x["segmentation"], y["segmentation"]) for x, y in zip(a, b))
+            amg[label][f"matched_iou_{key}"] = matched_iou(a, b)
         amg[label]["n_masks"] = {k: len(v) for k, v in out.items()}
         print("amg", label, amg[label], flush=True)
     report["amg_s"] = amg
 
     if not args.skip_rss:
         report["vit_h_set_image_peak_rss_gib"] = {
-            "official": peak_rss_child("official"), "samkit": peak_rss_child("samkit")}
+            k: peak_rss_child(k) for k in ("official", "samkit", "samkit_fused")}
 
     ratios = {f"set_image_{k}": times["official"] / times[k] for k in ours}
-    for k in ("samkit", "samkit_fused"):
+    for k in speed_rows[1:]:
         ratios[f"predict_{k}"] = predict["official"] / predict[k]
         ratios[f"predict_torch_64_boxes_{k}"] = batch["official"] / batch[k]
     for label, row in amg.items():
@@ -237,7 +275,8 @@ def main() -> None:
                 ratios[f"amg_{label}_{k}"] = row["official"] / row[k]
     if "vit_h_set_image_peak_rss_gib" in report:
         rss = report["vit_h_set_image_peak_rss_gib"]
-        ratios["vit_h_peak_rss_samkit_over_official"] = rss["samkit"] / rss["official"]
+        for k in ("samkit", "samkit_fused"):
+            ratios[f"vit_h_peak_rss_{k}_over_official"] = rss[k] / rss["official"]
     report["ratios_official_over_samkit"] = ratios
     for k, v in ratios.items():
         print(f"{k:<40}{v:8.2f}")
