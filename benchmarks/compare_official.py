@@ -78,13 +78,25 @@ def matched_iou(ref: list[dict], out: list[dict]) -> dict:
     return {"min": float(ious.min()), "mean": float(ious.mean())}
 
 
-def peak_rss_child(which: str) -> float:
-    """Peak RSS (GiB) of a fresh process doing vit_h ``set_image`` with ``which``."""
+def write_vit_h_checkpoint(path: Path) -> None:
+    """Random ViT-H weights in the official layout, saved as an official-style ``.pth``."""
+    code = f"""
+import torch
+from segment_anything import sam_model_registry
+torch.manual_seed(0)
+torch.save(sam_model_registry["vit_h"]().state_dict(), {str(path)!r})
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def peak_rss_child(which: str, checkpoint: Path) -> float:
+    """Peak RSS (GiB) of a fresh process that loads ``checkpoint`` (ViT-H) the way users do
+    with ``which`` and runs ``set_image`` on the photo."""
     code = f"""
 import resource, sys, torch, numpy as np
 sys.path.insert(0, {str(ROOT)!r})
 from compare_official import photo, build_pair_single
-model, predictor = build_pair_single("vit_h", {which!r})
+model, predictor = build_pair_single("vit_h", {which!r}, {str(checkpoint)!r})
 predictor.set_image(photo())
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
 """
@@ -92,18 +104,30 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def build_pair_single(name: str, which: str):
-    """One model + predictor (random weights, built without a checkpoint on disk)."""
+def measure_rss() -> dict[str, float]:
+    """Peak RSS (GiB) of ViT-H checkpoint loading + ``set_image``, each in a fresh process."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt = Path(tmp) / "sam_vit_h_random.pth"
+        write_vit_h_checkpoint(ckpt)
+        rss = {k: peak_rss_child(k, ckpt) for k in ("official", "samkit", "samkit_fused")}
+    print("vit_h peak RSS (GiB)", rss, flush=True)
+    return rss
+
+
+def build_pair_single(name: str, which: str, checkpoint: str | None = None):
+    """One model + predictor, loaded from ``checkpoint`` as each implementation does."""
     torch.manual_seed(0)
     if which == "official":
         from segment_anything import SamPredictor, sam_model_registry
 
-        model = sam_model_registry[name]()
+        model = sam_model_registry[name](checkpoint=checkpoint)
         return model, SamPredictor(model)
     from samkit import SamPredictor, build_sam
     from samkit.accel import optimize
 
-    model = build_sam(name)  # samkit's defaults (exact)
+    model = build_sam(name, checkpoint=checkpoint)  # samkit's defaults (exact)
     if which == "samkit_fused":
         optimize(model, "fp32")  # fused attention, global blocks 16 query rows at a time
     return model, SamPredictor(model)
@@ -114,10 +138,25 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats, 16-point grid")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--skip-rss", action="store_true", help="skip the vit_h memory check")
+    parser.add_argument("--rss-only", action="store_true",
+                        help="only (re)measure the vit_h memory rows into the existing report")
     parser.add_argument("--no-compile", action="store_true",
                         help="skip the torch.compile row (it needs a C++ compiler)")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
+    if args.rss_only:
+        path = ROOT / "results" / ("compare_official_quick.json" if args.quick
+                                   else "compare_official.json")
+        report = json.loads(path.read_text())
+        report["vit_h_set_image_peak_rss_gib"] = measure_rss()
+        report["vit_h_rss_measured_by"] = "compare_official.py --rss-only"
+        rss = report["vit_h_set_image_peak_rss_gib"]
+        for k in ("samkit", "samkit_fused"):
+            report["ratios_official_over_samkit"][f"vit_h_peak_rss_{k}_over_official"] = (
+                rss[k] / rss["official"])
+        path.write_text(json.dumps(report, indent=2))
+        print(f"wrote {path}")
+        return
     pps = 16 if args.quick else 32
 
     from segment_anything import SamAutomaticMaskGenerator as OfficialAMG
@@ -262,8 +301,7 @@ def main() -> None:
     report["amg_s"] = amg
 
     if not args.skip_rss:
-        report["vit_h_set_image_peak_rss_gib"] = {
-            k: peak_rss_child(k) for k in ("official", "samkit", "samkit_fused")}
+        report["vit_h_set_image_peak_rss_gib"] = measure_rss()
 
     ratios = {f"set_image_{k}": times["official"] / times[k] for k in ours}
     for k in speed_rows[1:]:

@@ -96,7 +96,14 @@ def read_checkpoint(
         return remap_keys(state), config
     if kind.startswith("torch"):
         try:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            # mmap: tensors are read from the page cache as used, not copied up front
+            # (official checkpoints are zip archives; older formats load without it).
+            try:
+                obj = torch.load(p, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception as exc:
             message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             if "weights_only" in str(exc) or "Unsupported global" in str(exc):
@@ -203,8 +210,13 @@ def load_state_dict(
     state_dict: dict[str, torch.Tensor],
     path: str | os.PathLike[str] | None = None,
     expected_name: str | None = None,
+    assign: bool = False,
 ) -> None:
-    """Load ``state_dict`` into ``model`` strictly, explaining any mismatch."""
+    """Load ``state_dict`` into ``model`` strictly, explaining any mismatch.
+
+    ``assign=True`` makes the file's tensors the model's parameters instead of copying them
+    (for a model built on the meta device: the weights are then held once, not twice).
+    """
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -229,7 +241,10 @@ def load_state_dict(
         raise CheckpointError(
             f"{src} does not fit the model{target}: " + "; ".join(parts) + "." + hint
         )
-    model.load_state_dict(state_dict, strict=True)
+    if assign:
+        dtypes = {k: v.dtype for k, v in own.items()}
+        state_dict = {k: v.to(dtypes[k]) for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
 def save_checkpoint(

@@ -1,7 +1,23 @@
-"""Opt-in speed-ups applied to a built model (never a second copy of the model code).
+"""Speed switches applied to a built model (never a second copy of the model code).
 
-Each switch flips a flag that the model's own modules read, so the plain path stays the
-reference and every switch is tested for parity against it.
+Each switch flips a flag that the model's own modules read (or, for ``torch.compile``, wraps
+their forward), so the plain path stays the reference and every switch is tested for parity
+against it.
+
+On by default (exact: bit-identical to the official code):
+    :func:`use_fast_decoder` (shared image side, prompt chunks on CPU), and, without a switch,
+    in-place inference LayerNorm2d/GELU, row-cropped mask upsampling and the generator's
+    filter-then-upsample pipeline. The command line also caps threads with
+    :func:`set_threads`.
+
+Opt-in (not bit-exact; masks at IoU >= 0.999 against the exact path):
+    :func:`use_fused_attention`, :func:`use_compile`, :func:`set_precision` (bf16/fp16), or
+    all at once with :func:`optimize`.
+
+Channels-last is not a switch: the encoder's only convolutions are the patch embedding (one
+GEMM) and the neck, and the decoder's upscaling convolutions already receive channels-last
+input (the token-major transformer output viewed as an image), so oneDNN picks its
+channels-last kernels there.
 """
 
 from __future__ import annotations

@@ -142,8 +142,14 @@ class Attention(nn.Module):
                 q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)
             )
             grid = (b * self.num_heads, h, w, h, w)
-            attn = (attn.view(grid) + bias_h + bias_w).view(b * self.num_heads, h * w, h * w)
-        attn = attn.softmax(dim=-1)
+            if torch.is_grad_enabled() and attn.requires_grad:
+                attn = (attn.view(grid) + bias_h + bias_w).view(b * self.num_heads, h * w, h * w)
+            else:  # inference: the same two sums, in place (ViT-H global blocks: 1 GB each)
+                attn.view(grid).add_(bias_h).add_(bias_w)
+        if torch.is_grad_enabled() and attn.requires_grad:
+            attn = attn.softmax(dim=-1)
+        else:  # row by row, each row read before it is written: in place is safe, same bits
+            attn = torch.softmax(attn, dim=-1, out=attn)
         out = (attn @ v).view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4)
         return self.proj(out.reshape(b, h, w, -1))
 
