@@ -98,7 +98,10 @@ sys.path.insert(0, {str(ROOT)!r})
 from compare_official import photo, build_pair_single
 model, predictor = build_pair_single("vit_h", {which!r}, {str(checkpoint)!r})
 predictor.set_image(photo())
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+# VmHWM: this process's own high-water mark (ru_maxrss would include the parent's RSS,
+# which Linux carries across fork + exec).
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(int(hwm) / 2**20)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
