@@ -151,3 +151,20 @@ def test_registry_builders_and_default_alias():
     assert set(sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b", "nano"}
     with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
         build_sam("vit_x")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_checkpoint_tensors_become_the_parameters(tmp_path, legacy):
+    """build_sam with a checkpoint builds on the meta device and assigns the file's tensors
+    (.pth memory-mapped; the pre-zip format loads without mmap)."""
+    src = build_sam_from_config(TINY)
+    path = tmp_path / "w.pth"
+    torch.save(src.state_dict(), path, _use_new_zipfile_serialization=not legacy)
+    model = build_sam(TINY, checkpoint=path)
+    tensors = [*model.parameters(), *model.buffers()]
+    assert not any(t.is_meta for t in tensors)
+    for key, value in src.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+    assert torch.equal(model.pixel_mean, src.pixel_mean)
+    assert torch.equal(model.pixel_std, src.pixel_std)
+    assert all(p.requires_grad for p in model.parameters())  # trainable as before
