@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from samkit import SamAutomaticMaskGenerator, SamPredictor
-from samkit.accel import use_fused_attention
+from samkit.accel import SharedImageMaskDecoder, use_fused_attention
+from samkit.modeling.mask_decoder import MaskDecoder
 from samkit.registry import build_sam_from_config
 
 from helpers import TINY, lively_state_dict, scene
@@ -68,7 +69,8 @@ def test_fast_decoder_matches_plain(chunk):
 
     plain = use_fast_decoder(_model(), enabled=False)
     fast = use_fast_decoder(_model(), prompt_chunk=chunk)
-    assert fast.mask_decoder.share_image_side and not plain.mask_decoder.share_image_side
+    assert isinstance(fast.mask_decoder, SharedImageMaskDecoder)
+    assert type(plain.mask_decoder) is MaskDecoder
     img = scene(120, 160, seed=3)
     p, q = SamPredictor(plain), SamPredictor(fast)
     p.set_image(img)
@@ -97,26 +99,34 @@ def test_fast_decoder_keeps_gradients_and_is_default():
     from samkit.accel import use_fast_decoder
 
     fast = _model()
-    assert fast.mask_decoder.share_image_side and fast.mask_decoder.prompt_chunk == 4
+    assert isinstance(fast.mask_decoder, SharedImageMaskDecoder)
+    assert fast.mask_decoder.prompt_chunk == 4
     plain = use_fast_decoder(_model(), enabled=False)
     emb = torch.randn(1, TINY.prompt_embed_dim, 16, 16, generator=torch.Generator().manual_seed(1))
-    grads = []
+    grads, outs = [], []
     for m in (plain, fast):
         e = emb.clone().requires_grad_(True)
         pts = torch.tensor([[[10.0, 20.0]], [[40.0, 50.0]], [[100.0, 30.0]], [[5.0, 5.0]],
                             [[70.0, 70.0]], [[30.0, 90.0]]])
         sp, de = m.prompt_encoder(points=(pts, torch.ones(6, 1, dtype=torch.long)), boxes=None,
                                   masks=None)
-        out, iou = m.mask_decoder(e, m.prompt_encoder.get_dense_pe(), sp, de, True)
+        # batch-1 dense prompt: the fast decoder takes its shared-image-side path
+        out, iou = m.mask_decoder(e, m.prompt_encoder.get_dense_pe(), sp, de[:1], True)
         (out.square().mean() + iou.sum()).backward()
+        outs.append(out.detach())
         grads.append((e.grad, m.mask_decoder.transformer.layers[0].cross_attn_token_to_image
                       .k_proj.weight.grad))
-    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
-    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+    assert torch.equal(outs[0], outs[1])  # forward: the same bits
+    # Backward sums the shared side's gradient over prompts in another order, so gradients
+    # agree to rounding relative to their size (AVX2 and AVX-512 kernels round differently).
+    for a, b in zip(grads[0], grads[1]):
+        assert a is not None and b is not None and a.abs().max() > 0
+        assert (a - b).abs().max() <= 1e-4 * a.abs().max(), (a - b).abs().max()
 
 
 def test_inference_layers_match_their_training_path_bit_for_bit():
-    from samkit.modeling.common import FreshGELU, LayerNorm2d
+    from samkit.accel import InPlaceGELU as FreshGELU
+    from samkit.accel import InPlaceLayerNorm2d as LayerNorm2d
 
     gen = torch.Generator().manual_seed(0)
     norm = LayerNorm2d(8)
@@ -195,7 +205,7 @@ def test_compiled_model_agrees_with_eager_and_switches_off():
 
 
 def test_threads_follow_the_cpus_this_process_may_use(monkeypatch, tmp_path):
-    import samkit.accel as accel
+    import samkit.accel.runtime as accel
 
     assert accel.available_cpus() >= 1
     monkeypatch.setattr(accel.os, "sched_getaffinity", lambda pid: set(range(64)))

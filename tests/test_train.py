@@ -134,3 +134,53 @@ def test_init_from_weights(tmp_path):
     after = build_sam(checkpoint=tmp_path / "run" / "micro.safetensors")
     for (k, a), b in zip(start.state_dict().items(), after.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), k
+
+
+def test_points_cover_every_pixel_of_a_mask_and_empty_masks_get_the_centre():
+    m = torch.zeros(2, 6, 8, dtype=torch.bool)
+    m[0, 1, 2] = m[0, 4, 7] = m[0, 5, 0] = True
+    gen = torch.Generator().manual_seed(0)
+    seen = {tuple(sample_points_in_masks(m, gen)[0].long().tolist()) for _ in range(200)}
+    assert seen == {(2, 1), (7, 4), (0, 5)}
+    assert sample_points_in_masks(m, gen)[1].tolist() == [4.0, 3.0]
+
+
+def _one_step(model, device):
+    from samkit.train.loop import quick_eval
+
+    batch = scene_batch("train", 0, 2, MICRO.image_size, 4, np.random.default_rng(0))
+    gen = torch.Generator().manual_seed(0)
+    feats = model.image_encoder(model.preprocess(batch.images.to(device).float()))
+    counts = torch.tensor([t.shape[0] for t in batch.targets], device=device)
+    gt = torch.cat(batch.targets).to(device)
+    use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < 0.5
+    loss, stats = interactive_loss(model, torch.repeat_interleave(feats, counts, dim=0), gt,
+                                   use_box, 2, MICRO.image_size, gen)
+    loss.backward()
+    return loss, quick_eval(model, 1, MICRO.image_size)
+
+
+def test_a_training_step_makes_every_tensor_on_the_models_device():
+    # A tensor made without a device lands on the default device; with that set to "meta",
+    # any such tensor meets the model's CPU tensors and the step fails: the loop's CUDA path
+    # (tensors made on the CPU) broke exactly like this.
+    model = build_sam(MICRO).train()
+    torch.set_default_device("meta")
+    try:
+        loss, metrics = _one_step(model, torch.device("cpu"))
+    finally:
+        torch.set_default_device(None)
+    assert loss.device.type == "cpu" and torch.isfinite(loss)
+    assert 0 <= metrics["val_miou_box"] <= 1
+    assert all(p.grad is not None for p in model.mask_decoder.parameters() if p.requires_grad)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_runs_on_cuda(tmp_path):
+    model = build_sam(MICRO).to("cuda").train()
+    loss, _ = _one_step(model, torch.device("cuda"))
+    assert loss.device.type == "cuda" and torch.isfinite(loss)
+    short = dataclasses.replace(CFG, steps=3, eval_every=3)
+    summary = train(short, tmp_path, progress=False, model_config=MICRO, device="cuda")
+    assert summary["steps"] == 3 and "cuda" in summary["hardware"]
+    assert summary["final_quick_eval"]["val_miou_box"] >= 0

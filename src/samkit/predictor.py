@@ -49,6 +49,7 @@ class SamPredictor:
         """Forget the current image and its embedding."""
         self.is_image_set = False
         self.features: torch.Tensor | None = None
+        self._image_pe: torch.Tensor | None = None
         self.orig_h = self.orig_w = self.input_h = self.input_w = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
@@ -90,6 +91,7 @@ class SamPredictor:
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         input_image = self.model.preprocess(transformed_image.to(self.device))
         self.features = self.model.embed(input_image)
+        self._image_pe = self.model.prompt_encoder.get_dense_pe()
         self.orig_h, self.orig_w = self.original_size
         self.input_h, self.input_w = self.input_size
         self.is_image_set = True
@@ -143,6 +145,8 @@ class SamPredictor:
             input_size = self.transform.get_preprocess_shape(h, w, self.transform.target_length)
         self.reset_image()
         self.features = embedding.to(self.device, torch.float32)
+        with torch.no_grad():
+            self._image_pe = self.model.prompt_encoder.get_dense_pe()
         self.original_size = (h, w)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.orig_h, self.orig_w = self.original_size
@@ -323,9 +327,12 @@ class SamPredictor:
             boxes=None if boxes is None else boxes.to(self.device),
             masks=None if mask_input is None else mask_input.to(self.device),
         )
+        if mask_input is None:
+            dense = dense[:1]  # the same no-mask embedding for every prompt set
+        assert self._image_pe is not None
         return model.mask_decoder(
             image_embeddings=features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
+            image_pe=self._image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask_output,
@@ -366,6 +373,7 @@ class SamPredictor:
         if not isinstance(images, (list, tuple)) or len(images) == 0:
             raise ValueError("set_image_batch expects a non-empty list of images")
         self._batch = []
+        self._image_pe = self.model.prompt_encoder.get_dense_pe()
         prepared = []
         for img in images:
             rgb = to_rgb_uint8(img, image_format)

@@ -195,7 +195,9 @@ def build_sam_from_config(config: SamConfig) -> Sam:
         pixel_std=config.pixel_std,
     )
     model.config = config
-    return model.eval()
+    from samkit.accel import use_exact_defaults
+
+    return use_exact_defaults(model).eval()
 
 
 def build_sam(
@@ -263,8 +265,26 @@ def _registry_builder(name: str) -> Callable[..., Sam]:
     return builder
 
 
+class UnknownModelError(KeyError):
+    """A model name that is not registered; the message lists the known names."""
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the whole message
+        return str(self.args[0]) if self.args else ""
+
+
+class _BuilderRegistry(dict):
+    """``name -> builder``; an unknown name raises :class:`UnknownModelError` (a
+    ``KeyError``, as a dict would) that names the known models."""
+
+    def __missing__(self, name: object) -> Callable[..., Sam]:
+        raise UnknownModelError(
+            f"unknown model type {name!r}; known: {', '.join(self)} "
+            "(samkit models lists them with their checkpoint files)"
+        )
+
+
 #: Official-style registry: ``sam_model_registry["vit_b"](checkpoint="sam_vit_b_01ec64.pth")``.
-sam_model_registry: dict[str, Callable[..., Sam]] = {
-    alias: _registry_builder(target) for alias, target in DEFAULT_ALIASES.items()
-}
+sam_model_registry: dict[str, Callable[..., Sam]] = _BuilderRegistry(
+    {alias: _registry_builder(target) for alias, target in DEFAULT_ALIASES.items()}
+)
 sam_model_registry.update({name: _registry_builder(name) for name in MODELS})

@@ -1,36 +1,105 @@
 """Speed switches applied to a built model (never a second copy of the model code).
 
-Each switch flips a flag that the model's own modules read (or, for ``torch.compile``, wraps
-their forward), so the plain path stays the reference and every switch is tested for parity
-against it.
+``samkit.modeling`` holds the plain computation of the official code. Each switch here swaps
+modules for a named subclass that computes faster (``module.__class__``: parameters, buffers,
+state-dict keys and hooks stay as they are) and can be switched off again, restoring the plain
+path that the parity tests use as the reference.
 
-On by default (exact: bit-identical to the official code):
-    :func:`use_fast_decoder` (shared image side, prompt chunks on CPU), and, without a switch,
-    in-place inference LayerNorm2d/GELU, row-cropped mask upsampling and the generator's
-    filter-then-upsample pipeline. The command line also caps threads with
-    :func:`set_threads`.
+On by default in every model :func:`samkit.build_sam` builds (exact: the same bits as the
+official code; :func:`use_exact_defaults`):
+    :func:`use_inplace_inference` (in-place attention softmax and bias sums, LayerNorm2d and
+    the decoder's GELUs at inference; training falls back to the plain layers) and
+    :func:`use_fast_decoder` (a shared image side, prompt chunks on CPU).
+    :func:`use_reference` switches all of them off (plain modules, e.g. for export).
 
 Opt-in (not bit-exact; masks at IoU >= 0.999 against the exact path):
     :func:`use_fused_attention`, :func:`use_compile`, :func:`set_precision` (bf16/fp16), or
     all at once with :func:`optimize`.
 
-Channels-last is not a switch: the encoder's only convolutions are the patch embedding (one
-GEMM) and the neck, and the decoder's upscaling convolutions already receive channels-last
-input (the token-major transformer output viewed as an image), so oneDNN picks its
-channels-last kernels there.
+Threads: :func:`set_threads`, :func:`available_cpus` (the command line caps threads).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import torch
+from torch import nn
 
+from samkit.accel.attention import FusedAttention, FusedTokenAttention, InPlaceAttention
+from samkit.accel.decoder import ImageSide, SharedImageMaskDecoder
+from samkit.accel.layers import InPlaceGELU, InPlaceLayerNorm2d
+from samkit.accel.runtime import available_cpus, set_threads
 from samkit.modeling import Sam
-from samkit.modeling import image_encoder as _enc
-from samkit.modeling import transformer as _tr
+from samkit.modeling import image_encoder as _vit
+from samkit.modeling import transformer as _two_way
+from samkit.modeling.common import LayerNorm2d
+from samkit.modeling.mask_decoder import MaskDecoder
+
+
+def _swap(module: nn.Module, cls: type[nn.Module]) -> None:
+    """Make ``module`` an instance of ``cls`` (a subclass of its plain class, or the plain
+    class itself) without touching its parameters, buffers or hooks."""
+    module.__class__ = cls
+
+
+def use_inplace_inference(model: Sam, enabled: bool = True) -> Sam:
+    """Exact in-place inference layers (on by default; same bits as the plain path).
+
+    - ViT attention: the relative-position terms are added to, and the softmax written into,
+      the attention matrix (ViT-H global blocks: one 1 GB matrix instead of three). Modules
+      switched to fused attention are left as they are.
+    - ``LayerNorm2d``: ``x - mean`` computed once, the rest in place.
+    - The mask decoder's upscaling GELUs overwrite their (fresh) inputs.
+
+    Each falls back to the plain computation when autograd records the call.
+
+    Args:
+        model: A built model; changed in place and returned.
+        enabled: False restores the plain modules.
+    """
+    for module in model.modules():
+        if type(module) in (_vit.Attention, InPlaceAttention):
+            _swap(module, InPlaceAttention if enabled else _vit.Attention)
+        elif type(module) in (LayerNorm2d, InPlaceLayerNorm2d):
+            _swap(module, InPlaceLayerNorm2d if enabled else LayerNorm2d)
+    for module in model.mask_decoder.output_upscaling:
+        if type(module) in (nn.GELU, InPlaceGELU):
+            _swap(module, InPlaceGELU if enabled else nn.GELU)
+    return model
+
+
+def use_fast_decoder(model: Sam, enabled: bool = True, prompt_chunk: int | None = 4) -> Sam:
+    """The mask decoder as :class:`SharedImageMaskDecoder` (on by default; same bits).
+
+    - shared image side: with one image and no ``mask_input``, the first transformer block's
+      projections of the image embedding are computed once (:class:`ImageSide`) and
+      broadcast over the prompt sets instead of once per prompt set (a third of the
+      decoder's per-prompt FLOPs).
+    - prompt chunks: on CPU, prompt sets run ``prompt_chunk`` at a time so each
+      ``(chunk, 4096, 256)`` activation stays in cache (SAM's ``points_per_batch=64`` makes
+      268 MB tensors otherwise). GPUs take the batch whole.
+
+    Args:
+        model: A built model; changed in place and returned.
+        enabled: False restores the plain :class:`MaskDecoder` (the parity reference).
+        prompt_chunk: Prompt sets per chunk on CPU; None: no chunking.
+    """
+    decoder = model.mask_decoder
+    if enabled:
+        _swap(decoder, SharedImageMaskDecoder)
+        decoder.prompt_chunk = prompt_chunk
+    else:
+        _swap(decoder, MaskDecoder)
+        decoder.__dict__.pop("prompt_chunk", None)
+    return model
+
+
+def use_exact_defaults(model: Sam) -> Sam:
+    """The exact speed-ups every built model gets: :func:`use_inplace_inference` and
+    :func:`use_fast_decoder`."""
+    return use_fast_decoder(use_inplace_inference(model))
 
 
 def use_fused_attention(model: Sam, enabled: bool = True,
@@ -39,41 +108,34 @@ def use_fused_attention(model: Sam, enabled: bool = True,
 
     Args:
         model: A built model; changed in place and returned.
-        enabled: False restores the plain path.
+        enabled: False restores the exact attention (:class:`InPlaceAttention` and the plain
+            two-way attention).
         query_chunk_rows: For the global-attention blocks, process queries this many grid
-            rows at a time, so their ``(N, N)`` attention matrix is never held whole (memory-
-            lean; e.g. 16 of SAM's 64 rows holds a quarter). None: all rows at once.
+            rows at a time, so their ``(N, N)`` bias is never held whole (memory-lean; e.g.
+            16 of SAM's 64 rows holds a quarter). None: all rows at once.
     """
+    grid = model.prompt_encoder.image_embedding_size[0]
     for module in model.modules():
-        if isinstance(module, _enc.Attention):
-            module.use_sdpa = enabled
-            is_global = module.use_rel_pos and module.rel_pos_h.shape[0] == 2 * (
-                model.image_encoder.img_size // model.image_encoder.patch_embed.proj.stride[0]
-            ) - 1
-            module.query_chunk_rows = query_chunk_rows if (enabled and is_global) else None
-        elif isinstance(module, _tr.Attention):
-            module.use_sdpa = enabled
+        if isinstance(module, _vit.Attention):
+            if not enabled:
+                _swap(module, InPlaceAttention)
+                module.__dict__.pop("query_chunk_rows", None)
+                continue
+            _swap(module, FusedAttention)
+            is_global = module.use_rel_pos and module.rel_pos_h.shape[0] == 2 * grid - 1
+            module.query_chunk_rows = query_chunk_rows if is_global else None
+        elif isinstance(module, _two_way.Attention):
+            _swap(module, FusedTokenAttention if enabled else _two_way.Attention)
     return model
 
 
-def use_fast_decoder(model: Sam, enabled: bool = True, prompt_chunk: int | None = 4) -> Sam:
-    """Mask-decoder switches (on by default in every built model; same math as the official).
-
-    - shared image side: with one image and no ``mask_input``, the first transformer block's
-      projections of the image embedding are computed once and broadcast over the prompt
-      sets instead of once per prompt set (a third of the decoder's per-prompt FLOPs).
-    - prompt chunks: on CPU, prompt sets run ``prompt_chunk`` at a time so each
-      ``(chunk, 4096, 256)`` activation stays in cache (SAM's ``points_per_batch=64`` makes
-      268 MB tensors otherwise). GPUs take the batch whole.
-
-    Args:
-        model: A built model; changed in place and returned.
-        enabled: False restores the plain path (the reference in the parity tests).
-        prompt_chunk: Prompt sets per chunk on CPU; None: no chunking.
-    """
-    model.mask_decoder.share_image_side = enabled
-    model.mask_decoder.prompt_chunk = prompt_chunk if enabled else None
-    return model
+def use_reference(model: Sam) -> Sam:
+    """Switch every speed-up off: the plain modules of ``samkit.modeling`` (the official
+    computation), eager forwards and no chunking. Precision is left as it is."""
+    use_compile(model, enabled=False)
+    use_fused_attention(model, enabled=False)
+    use_inplace_inference(model, enabled=False)
+    return use_fast_decoder(model, enabled=False)
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -89,6 +151,9 @@ def set_precision(model: Sam, precision: str = "fp32") -> Sam:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     model.image_encoder.to(PRECISIONS[precision])
     return model
+
+
+_COMPILED = ("forward", "predict_masks", "predict_masks_shared")
 
 
 def use_compile(model: Sam, enabled: bool = True, mode: str | None = None) -> Sam:
@@ -115,8 +180,9 @@ def use_compile(model: Sam, enabled: bool = True, mode: str | None = None) -> Sa
     """
     encoder, decoder = model.image_encoder, model.mask_decoder
     if not enabled:
-        for module, name in ((encoder, "forward"), (decoder, "predict_masks")):
-            module.__dict__.pop(name, None)
+        for module in (encoder, decoder):
+            for name in _COMPILED:
+                module.__dict__.pop(name, None)
         return model
     device = next(model.parameters()).device
     compiler = os.environ.get("CXX") or "g++"
@@ -129,48 +195,12 @@ def use_compile(model: Sam, enabled: bool = True, mode: str | None = None) -> Sa
     # distinct shapes, each compiled once, with kernels specialised to it.
     encoder.forward = torch.compile(type(encoder).forward.__get__(encoder), dynamic=False,
                                     mode=mode)
-    decoder.predict_masks = torch.compile(type(decoder).predict_masks.__get__(decoder),
-                                          dynamic=False, mode=mode)
+    for name in _COMPILED[1:]:
+        method = getattr(type(decoder), name, None)
+        if method is not None:
+            setattr(decoder, name, torch.compile(method.__get__(decoder), dynamic=False,
+                                                 mode=mode))
     return model
-
-
-def available_cpus() -> int:
-    """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers
-    started with ``--cpus``), at least 1."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = None
-    try:  # cgroup v2
-        q, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if q != "max":
-            quota = int(q) / int(period)
-    except (OSError, ValueError):
-        try:  # cgroup v1
-            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-            period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-            if q > 0:
-                quota = q / period
-        except (OSError, ValueError):
-            pass
-    if quota is not None:
-        n = min(n, int(quota))  # a fractional CPU left over would only time-slice
-    return max(1, n)
-
-
-def set_threads(n: int | None = None) -> int:
-    """Set PyTorch's intra-op threads and return the number set.
-
-    Args:
-        n: Threads to use; None: keep PyTorch's choice (one per physical core) but never more
-            than :func:`available_cpus`. PyTorch counts the host's cores, so in a container
-            limited to 2 CPUs on a 64-core host it would start 64 threads that fight over 2
-            CPUs; the samkit command line calls this at start-up.
-    """
-    if n is not None and n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
-    target = n if n is not None else min(torch.get_num_threads(), available_cpus())
-    if target != torch.get_num_threads():
-        torch.set_num_threads(target)
-    return target
 
 
 def optimize(model: Sam, precision: str = "fp32", fused_attention: bool = True,
@@ -185,5 +215,7 @@ def optimize(model: Sam, precision: str = "fp32", fused_attention: bool = True,
     return model
 
 
-__all__ = ["PRECISIONS", "available_cpus", "optimize", "set_precision", "set_threads",
-           "use_compile", "use_fast_decoder", "use_fused_attention"]
+__all__ = ["PRECISIONS", "FusedAttention", "FusedTokenAttention", "ImageSide", "InPlaceAttention",
+           "InPlaceGELU", "InPlaceLayerNorm2d", "SharedImageMaskDecoder", "available_cpus",
+           "optimize", "set_precision", "set_threads", "use_compile", "use_exact_defaults",
+           "use_fast_decoder", "use_fused_attention", "use_inplace_inference", "use_reference"]

@@ -17,27 +17,9 @@ class LayerNorm2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = x.mean(1, keepdim=True)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            var = (x - mean).pow(2).mean(1, keepdim=True)
-            x = (x - mean) / torch.sqrt(var + self.eps)
-            return self.weight[:, None, None] * x + self.bias[:, None, None]
-        # Inference: the same operations in the same order (so the same bits), with x - mean
-        # computed once and the rest in place: three fewer passes over x and no new buffers.
-        centred = x - mean
-        var = centred.pow(2).mean(1, keepdim=True)
-        centred /= torch.sqrt(var + self.eps)
-        centred *= self.weight[:, None, None]
-        return centred.add_(self.bias[:, None, None])
-
-
-class FreshGELU(nn.GELU):
-    """GELU that, at inference, overwrites its input: only for inputs that nothing else reads
-    (a fresh layer output). Same kernel, so the same bits; it saves a buffer and a pass."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
-            return super().forward(x)
-        return torch.ops.aten.gelu_(x, approximate=self.approximate)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        x = (x - mean) / torch.sqrt(var + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
 
 
 class MLPBlock(nn.Module):

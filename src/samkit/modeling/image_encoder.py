@@ -124,59 +124,32 @@ class Attention(nn.Module):
                 raise ValueError("input_size is required when use_rel_pos=True")
             self.rel_pos_h = nn.Parameter(torch.zeros(2 * input_size[0] - 1, head_dim))
             self.rel_pos_w = nn.Parameter(torch.zeros(2 * input_size[1] - 1, head_dim))
-        # Opt-in switches (see samkit.accel): fused attention, and query chunks of this many
-        # grid rows so the attention matrix of global blocks is never held whole.
-        self.use_sdpa = False
-        self.query_chunk_rows: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
-        if self.use_sdpa:
-            out = self._fused(q, k, v, h, w).view(b, self.num_heads, h, w, -1)
-            return self.proj(out.permute(0, 2, 3, 1, 4).reshape(b, h, w, -1))
+        q, k, v = self.split_heads(x)
         attn = (q * self.scale) @ k.transpose(-2, -1)
         if self.use_rel_pos:
             bias_h, bias_w = decomposed_rel_pos_bias(
                 q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)
             )
             grid = (b * self.num_heads, h, w, h, w)
-            if torch.is_grad_enabled() and attn.requires_grad:
-                attn = (attn.view(grid) + bias_h + bias_w).view(b * self.num_heads, h * w, h * w)
-            else:  # inference: the same two sums, in place (ViT-H global blocks: 1 GB each)
-                attn.view(grid).add_(bias_h).add_(bias_w)
-        if torch.is_grad_enabled() and attn.requires_grad:
-            attn = attn.softmax(dim=-1)
-        else:  # row by row, each row read before it is written: in place is safe, same bits
-            attn = torch.softmax(attn, dim=-1, out=attn)
-        out = (attn @ v).view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4)
-        return self.proj(out.reshape(b, h, w, -1))
+            attn = (attn.view(grid) + bias_h + bias_w).view(b * self.num_heads, h * w, h * w)
+        attn = attn.softmax(dim=-1)
+        return self.merge_heads(attn @ v, b, h, w)
 
-    def _fused(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: int, w: int
-    ) -> torch.Tensor:
-        """``scaled_dot_product_attention`` with the relative-position bias as its mask,
-        over chunks of query rows. ``q, k, v``: ``(B*heads, h*w, d)``."""
-        rows = self.query_chunk_rows or h
-        table_h = table_w = None
-        if self.use_rel_pos:
-            table_h = relative_position_table(h, h, self.rel_pos_h)
-            table_w = relative_position_table(w, w, self.rel_pos_w)
-        outs = []
-        for r0 in range(0, h, rows):
-            r1 = min(h, r0 + rows)
-            qc = q[:, r0 * w : r1 * w]
-            mask = None
-            if table_h is not None and table_w is not None:
-                grid_q = qc.reshape(qc.shape[0], r1 - r0, w, qc.shape[-1])
-                bias_h = torch.einsum("bhwc,hkc->bhwk", grid_q, table_h[r0:r1])
-                bias_w = torch.einsum("bhwc,wkc->bhwk", grid_q, table_w)
-                mask = (bias_h[:, :, :, :, None] + bias_w[:, :, :, None, :]).reshape(
-                    qc.shape[0], (r1 - r0) * w, h * w
-                )
-            outs.append(F.scaled_dot_product_attention(qc, k, v, attn_mask=mask))
-        return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project a ``(B, H, W, C)`` grid to queries, keys and values, each
+        ``(B * heads, H * W, C / heads)``."""
+        b, h, w, _ = x.shape
+        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
+        return q, k, v
+
+    def merge_heads(self, out: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+        """``(B * heads, H * W, C / heads)`` attention output -> projected ``(B, H, W, C)``."""
+        out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4)
+        return self.proj(out.reshape(b, h, w, -1))
 
 
 class Block(nn.Module):

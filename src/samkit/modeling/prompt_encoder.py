@@ -96,17 +96,10 @@ class PromptEncoder(nn.Module):
     def get_dense_pe(self) -> torch.Tensor:
         """Positional encoding of the image embedding grid, ``(1, embed_dim, H, W)``.
 
-        A function of the fixed Fourier matrix only, so it is computed once and reused until
-        that buffer changes (moved, cast or reloaded); treat the result as read-only.
+        It depends on the fixed Fourier matrix only: callers that decode many prompts for
+        one image compute it once (the predictor does so in ``set_image``).
         """
-        g = self.pe_layer.positional_encoding_gaussian_matrix
-        key = (g.device, g.dtype, g.data_ptr(), g._version, self.image_embedding_size)
-        cached = getattr(self, "_dense_pe", None)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cached = (key, self.pe_layer(self.image_embedding_size).unsqueeze(0))
-            self._dense_pe = cached
-        return cached[1]
+        return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         points = points + 0.5  # pixel centres

@@ -97,7 +97,7 @@ class Sam(nn.Module):
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Image embeddings ``(B, C, h, w)`` float32 of preprocessed ``(B, 3, S, S)`` images,
         in whatever precision the image encoder was set to (see ``samkit.accel``)."""
-        dtype = self.image_encoder.patch_embed.proj.weight.dtype
+        dtype = next(self.image_encoder.parameters()).dtype
         return self.image_encoder(images.to(dtype)).float()
 
     def postprocess_masks(

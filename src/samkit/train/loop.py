@@ -121,13 +121,13 @@ def scene_batch(split: str, start: int, n: int, size: int, k: int,
         other = int(np.random.default_rng([7, i]).integers(int(size * 0.625), size + 1))
         hw = (size, other) if long_side_h else (other, size)
         scene = make_scene(split, i, size=hw, **scene_kwargs)
-        img = torch.zeros(3, size, size, dtype=torch.uint8)
+        img = torch.zeros(3, size, size, dtype=torch.uint8, device="cpu")  # data: on the CPU
         img[:, : hw[0], : hw[1]] = torch.from_numpy(scene.image).permute(2, 0, 1)
         masks = [inst.mask for inst in scene.instances]
         if not masks:
             continue
         pick = rng.permutation(len(masks))[:k]
-        t = torch.zeros(len(pick), size, size, dtype=torch.bool)
+        t = torch.zeros(len(pick), size, size, dtype=torch.bool, device="cpu")
         for j, idx in enumerate(pick):
             t[j, : hw[0], : hw[1]] = torch.from_numpy(masks[idx])
         images.append(img)
@@ -162,21 +162,23 @@ def interactive_loss(model: Sam, feats: torch.Tensor, gt: torch.Tensor, use_box:
         rounds: Corrective clicks after the first prompt.
         weights: Focal and dice loss weights.
     """
+    dev = gt.device
     low = model.prompt_encoder.mask_input_size
     factor = size // low[0]
     soft = F.avg_pool2d(gt[:, None].float(), factor)[:, 0]  # (N, h4, w4) in [0, 1]
     gt_low = soft > 0.5
-    total = torch.zeros(())
+    use_box = use_box.to(dev)
+    total = torch.zeros((), device=dev)
     stats: dict[str, float] = {}
     coords = sample_points_in_masks(gt, gen)[:, None, :]
-    labels = torch.ones(gt.shape[0], 1, dtype=torch.long)
+    labels = torch.ones(gt.shape[0], 1, dtype=torch.long, device=dev)
     labels[use_box, 0] = -1  # box-first targets get no initial click (a padding point)
     boxes = jitter_boxes(mask_boxes(gt), (size, size), generator=gen)
     mask_input = None
     for r in range(rounds + 1):
-        logits = torch.empty(gt.shape[0], 1, *low)
-        chosen_iou = torch.empty(gt.shape[0])
-        loss_r = torch.zeros(())
+        logits = torch.empty(gt.shape[0], 1, *low, device=dev)
+        chosen_iou = torch.empty(gt.shape[0], device=dev)
+        loss_r = torch.zeros((), device=dev)
         for box_group in (False, True):
             sel = use_box == box_group
             if not sel.any():
@@ -188,7 +190,7 @@ def interactive_loss(model: Sam, feats: torch.Tensor, gt: torch.Tensor, use_box:
                                None if mask_input is None else mask_input[sel], multimask)
             loss, best, actual = sam_loss(out.float(), iou.float(), soft[sel], *weights)
             loss_r = loss_r + loss * sel.float().mean()
-            ar = torch.arange(out.shape[0])
+            ar = torch.arange(out.shape[0], device=dev)
             logits[sel] = out[ar, best][:, None].detach().float()
             chosen_iou[sel] = actual
         total = total + loss_r
@@ -210,20 +212,22 @@ def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> di
     from samkit.eval.prompts import interior_point
 
     model.eval()
+    dev = model.device
     rng = np.random.default_rng(0)
     ious_point, ious_box = [], []
     for i in range(n_scenes):
         batch = scene_batch("val", i, 1, size, max_targets, rng)
         if not batch.targets:
             continue
-        feats = model.image_encoder(model.preprocess(batch.images.float()))
-        gt = batch.targets[0]
+        feats = model.image_encoder(model.preprocess(batch.images.to(dev).float()))
+        gt = batch.targets[0].to(dev)
         n = gt.shape[0]
         f = feats.expand(n, -1, -1, -1)
-        pts = torch.tensor(np.stack([interior_point(m.numpy()) for m in gt]), dtype=torch.float)
-        out, iou = _decode(model, f, pts[:, None], torch.ones(n, 1, dtype=torch.long), None,
-                           None, True)
-        best = out[torch.arange(n), iou.argmax(1)]
+        pts = torch.tensor(np.stack([interior_point(m.numpy()) for m in batch.targets[0]]),
+                           dtype=torch.float, device=dev)
+        out, iou = _decode(model, f, pts[:, None],
+                           torch.ones(n, 1, dtype=torch.long, device=dev), None, None, True)
+        best = out[torch.arange(n, device=dev), iou.argmax(1)]
         up = F.interpolate(best[:, None], (size, size), mode="bilinear")[:, 0] > 0
         ious_point += mask_iou(up, gt).tolist()
         out, _ = _decode(model, f, None, None, mask_boxes(gt), None, False)
@@ -317,7 +321,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
             counts = [t.shape[0] for t in batch.targets]
             f = torch.repeat_interleave(feats, torch.tensor(counts, device=dev), dim=0)
             gt = torch.cat(batch.targets).to(dev)
-            use_box = torch.rand(gt.shape[0], generator=gen) < cfg.box_fraction
+            use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < cfg.box_fraction
             loss, stats = interactive_loss(model, f, gt, use_box, cfg.click_rounds, size, gen,
                                            (cfg.focal_weight, cfg.dice_weight))
         opt.zero_grad(set_to_none=True)

@@ -3,6 +3,9 @@
 Round 0 gives each target a point inside the mask or a jittered box; later rounds add a
 corrective click in the error region of the previous prediction: positive in a missed
 region, negative in a wrongly included one.
+
+Random numbers come from a ``torch.Generator`` on its own device (the CPU one by default) and
+are moved to the tensors' device, so a run draws the same prompts on CPU and GPU.
 """
 
 from __future__ import annotations
@@ -17,13 +20,23 @@ def sample_points_in_masks(masks: torch.Tensor, generator: torch.Generator | Non
     Empty masks give the image centre.
     """
     n, h, w = masks.shape
-    flat = masks.reshape(n, -1).float()
-    empty = flat.sum(1) == 0
-    flat[empty] = 1.0
-    idx = torch.multinomial(flat, 1, generator=generator).squeeze(1)
+    flat = masks.reshape(n, -1)
+    empty = ~flat.any(1)
+    # Inverse-CDF sampling: the k-th pixel of the mask for a uniform k (exact integer counts).
+    cdf = flat.long().cumsum(1)
+    count = cdf[:, -1].clamp(min=1)
+    u = _uniform(n, generator, masks.device)
+    k = (u * count).long().clamp(max=count - 1)
+    idx = torch.searchsorted(cdf, (k + 1)[:, None]).squeeze(1).clamp(max=h * w - 1)
     xy = torch.stack([idx % w, idx // w], dim=1).float()
-    xy[empty] = torch.tensor([w / 2, h / 2])
-    return xy
+    centre = torch.tensor([w / 2, h / 2], device=masks.device)
+    return torch.where(empty[:, None], centre, xy)
+
+
+def _uniform(n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``(n,)`` uniform numbers in [0, 1) drawn on the generator's device, moved to ``device``."""
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    return torch.rand(n, generator=generator, device=gen_device).to(device)
 
 
 def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
@@ -44,7 +57,9 @@ def jitter_boxes(boxes: torch.Tensor, size: tuple[int, int], frac: float = 0.1,
                  ) -> torch.Tensor:
     """Perturb each corner by noise with std ``frac`` of the box side, capped at ``max_px``."""
     wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
-    noise = torch.randn(boxes.shape, generator=generator) * frac * wh
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    noise = torch.randn(boxes.shape, generator=generator, device=gen_device).to(boxes.device)
+    noise = noise * frac * wh
     noise = noise.clamp(-max_px, max_px)
     out = boxes + noise
     h, w = size
@@ -73,6 +88,6 @@ def corrective_clicks(pred: torch.Tensor, gt: torch.Tensor,
     xy = sample_points_in_masks(err, generator)
     x = xy[:, 0].long().clamp(0, gt.shape[2] - 1)
     y = xy[:, 1].long().clamp(0, gt.shape[1] - 1)
-    ar = torch.arange(gt.shape[0])
+    ar = torch.arange(gt.shape[0], device=gt.device)
     labels = (fn[ar, y, x] | perfect).long()
     return xy, labels
