@@ -2,6 +2,7 @@
 
     python3 benchmarks/compare_official.py            # full run (about an hour on 2 cores)
     python3 benchmarks/compare_official.py --quick    # fewer repeats, smaller generator grid
+    python3 benchmarks/compare_official.py --device cuda --skip-rss   # GPU rows
 
 Both implementations get one random ViT-B checkpoint. Runs alternate (official, samkit, ...)
 after a warm-up; each figure is the median of ``--repeats`` runs, printed as the ratio
@@ -35,15 +36,26 @@ def photo(h: int = 768, w: int = 1024) -> np.ndarray:
     return np.asarray(Image.fromarray(data.coffee()).resize((w, h), Image.Resampling.BILINEAR))
 
 
+DEVICE = torch.device("cpu")
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so wall-clock times cover it."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Best GFLOP/s of an ``n x n`` matmul."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+    """Best GFLOP/s of an ``n x n`` matmul on ``DEVICE``."""
+    a = torch.randn(n, n, device=DEVICE).to(dtype)
+    b = torch.randn(n, n, device=DEVICE).to(dtype)
     a @ b
+    sync()
     best = 0.0
     for _ in range(repeats):
         t = time.perf_counter()
         a @ b
+        sync()
         best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
 
@@ -53,6 +65,7 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     for _ in range(repeats):
         t = time.perf_counter()
         out = fn()
+        sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times), out
 
@@ -76,6 +89,16 @@ def matched_iou(ref: list[dict], out: list[dict]) -> dict:
 
     ious = mask_utils.iou(enc(ref), enc(out), [0] * len(out)).max(axis=1)
     return {"min": float(ious.min()), "mean": float(ious.mean())}
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector-extension flags (kernels round differently across them)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    return sorted(f for f in flags.split() if f.startswith(("avx", "amx", "fma")))
 
 
 def write_vit_h_checkpoint(path: Path) -> None:
@@ -145,7 +168,12 @@ def main() -> None:
                         help="only (re)measure the vit_h memory rows into the existing report")
     parser.add_argument("--no-compile", action="store_true",
                         help="skip the torch.compile row (it needs a C++ compiler)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU rows; no RSS rows)")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda":
+        args.skip_rss = True  # the RSS rows measure CPU memory
     repeats = args.repeats or (1 if args.quick else 3)
     if args.rss_only:
         path = ROOT / "results" / ("compare_official_quick.json" if args.quick
@@ -184,10 +212,14 @@ def main() -> None:
     compiled.load_state_dict(state)
     low = optimize(build_sam("vit_b"), "bf16")
     low.load_state_dict(state)  # copies (and rounds) the fp32 weights into the bf16 encoder
+    for m in (ref, plain, fused, compiled, low):
+        m.to(DEVICE)
     image = photo()
     report: dict = {
         "machine": {"processor": platform.processor() or platform.machine(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
+                    "threads": torch.get_num_threads(), "torch": torch.__version__,
+                    "device": torch.cuda.get_device_name() if DEVICE.type == "cuda"
+                    else "cpu", "cpu_flags": cpu_flags()},
         "settings": {"repeats": repeats, "points_per_side": pps, "image": list(image.shape),
                      "weights": "samkit.testing.lively_state_dict(vit_b, seed=0)"},
         "variants": {"samkit": "defaults (exact)",
@@ -220,12 +252,14 @@ def main() -> None:
     for key, p in preds.items():  # warm-up (compiles the compiled variant's encoder)
         t = time.perf_counter()
         p.set_image(image)
+        sync()
         warm[key] = time.perf_counter() - t
     times = {}
     for _ in range(repeats):  # alternate implementations run by run
         for key, p in preds.items():
             t = time.perf_counter()
             p.set_image(image)
+            sync()
             times.setdefault(key, []).append(time.perf_counter() - t)
     times = {k: statistics.median(v) for k, v in times.items()}
     print("set_image", {k: round(v, 2) for k, v in times.items()}, flush=True)
@@ -325,7 +359,8 @@ def main() -> None:
                                                   "embedding_max_abs_diff")}, indent=1))
     out_dir = ROOT / "results"
     out_dir.mkdir(exist_ok=True)
-    name = "compare_official_quick.json" if args.quick else "compare_official.json"
+    name = "compare_official_quick" if args.quick else "compare_official"
+    name += "_cuda.json" if DEVICE.type == "cuda" else ".json"
     (out_dir / name).write_text(json.dumps(report, indent=2))
     print(f"wrote {out_dir / name}  (peak RSS of this process: "
           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB)")

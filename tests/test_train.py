@@ -154,7 +154,7 @@ def _one_step(model, device):
     counts = torch.tensor([t.shape[0] for t in batch.targets], device=device)
     gt = torch.cat(batch.targets).to(device)
     use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < 0.5
-    loss, stats = interactive_loss(model, torch.repeat_interleave(feats, counts, dim=0), gt,
+    loss, _stats = interactive_loss(model, torch.repeat_interleave(feats, counts, dim=0), gt,
                                    use_box, 2, MICRO.image_size, gen)
     loss.backward()
     return loss, quick_eval(model, 1, MICRO.image_size)
