@@ -294,7 +294,7 @@ def main() -> None:
             "mean_iou": float(np.mean(v["ious"]))} for k, v in agree.items()}
 
     boxes = torch.tensor([[x, y, x + 200, y + 150] for x in range(0, 800, 100)
-                          for y in range(0, 600, 75)], dtype=torch.float)
+                          for y in range(0, 600, 75)], dtype=torch.float, device=DEVICE)
     batch = {}
     for key in speed_rows:
         p = preds[key]
