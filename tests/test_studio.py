@@ -41,11 +41,14 @@ def _images(folder):
     (folder / "broken.png").write_bytes(b"not an image at all")
 
 
+URL = "http://127.0.0.1:8765"  # what `samkit studio` serves by default
+
+
 @pytest.fixture()
 def client(tmp_path, model):
     _images(tmp_path / "imgs")
     project = Project(tmp_path / "proj", model, "tiny-test", images_dir=tmp_path / "imgs")
-    return fastapi_testclient.TestClient(create_app(project)), project
+    return fastapi_testclient.TestClient(create_app(project), base_url=URL), project
 
 
 def _rle(mask):
@@ -229,7 +232,7 @@ def test_uploads_are_validated(client):
 def test_token_required_when_set(tmp_path, model):
     _images(tmp_path / "imgs")
     project = Project(tmp_path / "p", model, "tiny-test", images_dir=tmp_path / "imgs")
-    c = fastapi_testclient.TestClient(create_app(project, token="s3cret"))
+    c = fastapi_testclient.TestClient(create_app(project, token="s3cret"), base_url=URL)
     assert c.get("/api/info").status_code == 401
     assert c.get("/api/info", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert c.get("/api/info", headers={"Authorization": "Bearer s3cret"}).status_code == 200
@@ -268,7 +271,7 @@ def test_export_import_export_is_identical(client, tmp_path, model):
         "ring", "pair"}
     # a fresh project over the same images continues from the export
     other = Project(tmp_path / "proj2", model, "tiny-test", images_dir=tmp_path / "imgs")
-    c2 = fastapi_testclient.TestClient(create_app(other))
+    c2 = fastapi_testclient.TestClient(create_app(other), base_url=URL)
     r = c2.post("/api/import", files={"file": ("a.json", json.dumps(coco).encode(), "x")})
     assert r.json()["imported"] == 3, r.json()
     second = c2.get("/api/export", params={"format": "coco"}).json()
@@ -387,3 +390,61 @@ def test_classes_navigation_and_page(client):
     asset = page.text.split('src="./assets/')[1].split('"')[0]
     assert c.get(f"/assets/{asset}").status_code == 200
     assert c.get("/assets/../../store.py").status_code == 404
+
+
+def test_dns_rebinding_host_is_refused(client):
+    c, project = client
+    assert c.get("/api/info").status_code == 200
+    assert c.get("/api/info", headers={"Host": "localhost:8765"}).status_code == 200
+    assert c.get("/api/info", headers={"Host": "[::1]:8765"}).status_code == 200
+    # a page at evil.example whose name now resolves to 127.0.0.1 reads nothing
+    r = c.get("/api/images", headers={"Host": "evil.example:8765"})
+    assert r.status_code == 403 and "--allow-host" in r.json()["detail"]
+    r = c.post("/api/classes", json={"name": "rebound"}, headers={"Host": "evil.example:8765"})
+    assert r.status_code == 403
+    assert "rebound" not in [k["name"] for k in c.get("/api/classes").json()]
+
+
+def test_cross_origin_writes_are_refused(client):
+    c, project = client
+    png = io.BytesIO()
+    Image.fromarray(scene(40, 50, seed=9)).save(png, format="PNG")
+    n = c.get("/api/images").json()["total"]
+    evil = {"Origin": "http://evil.example"}
+    # a "simple" cross-site multipart post (no preflight): refused, nothing added
+    r = c.post("/api/images", files={"file": ("x.png", png.getvalue(), "image/png")},
+               headers=evil)
+    assert r.status_code == 403 and c.get("/api/images").json()["total"] == n
+    coco = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    r = c.post("/api/import", files={"file": ("a.json", json.dumps(coco).encode(), "x")},
+               headers=evil)
+    assert r.status_code == 403
+    assert c.post("/api/classes", json={"name": "evil"}, headers=evil).status_code == 403
+    assert c.post("/api/classes", json={"name": "evil"},
+                  headers={"Origin": "null"}).status_code == 403
+    assert c.post("/api/classes", json={"name": "evil"},
+                  headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert "evil" not in [k["name"] for k in c.get("/api/classes").json()]
+    # the studio's own page (same origin) and clients without Origin (scripts) still work
+    ok = {"Origin": URL, "Sec-Fetch-Site": "same-origin"}
+    assert c.post("/api/classes", json={"name": "mine"}, headers=ok).status_code == 201
+    r = c.post("/api/images", files={"file": ("x.png", png.getvalue(), "image/png")})
+    assert r.status_code in (200, 201) and c.get("/api/images").json()["total"] == n + 1
+    # reading from another origin is left to the browser's same-origin policy: no CORS
+    r = c.get("/api/info", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_allowed_hosts_follow_the_listen_address(tmp_path, model):
+    from samkit.studio.launch import allowed_hosts
+
+    assert allowed_hosts("127.0.0.1") == ["127.0.0.1", "localhost", "::1", "127.0.0.1"]
+    assert "box.lan" in allowed_hosts("192.168.1.5", ["box.lan"])
+    assert allowed_hosts("0.0.0.0") is None
+    _images(tmp_path / "imgs")
+    project = Project(tmp_path / "p", model, "tiny-test", images_dir=tmp_path / "imgs")
+    with pytest.raises(ValueError, match="needs a token"):
+        create_app(project, allowed_hosts=None)
+    c = fastapi_testclient.TestClient(create_app(project, token="t", allowed_hosts=None),
+                                      base_url="http://box.lan:8765")
+    assert c.get("/api/info", headers={"X-Samkit-Token": "t"}).status_code == 200

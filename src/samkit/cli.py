@@ -355,7 +355,7 @@ def cmd_studio(args: argparse.Namespace) -> int:
         print(f"cached {n - len(errors)} embedding(s) in {project.cache_dir}"
               + (f"; {len(errors)} failed: " + "; ".join(errors) if errors else ""))
         return 1 if errors else 0
-    serve(project, args.host, args.port, args.token, amg)
+    serve(project, args.host, args.port, args.token, amg, allow_hosts=args.allow_host or [])
     return 0
 
 
@@ -414,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--port", type=int, default=8765)
     st.add_argument("--token", default=None,
                     help="access token (generated and printed for non-loopback hosts)")
+    st.add_argument("--allow-host", action="append", metavar="NAME",
+                    help="another host name the studio is reached by (a reverse proxy, a LAN "
+                         "name); requests naming any other Host are refused")
     _add_model_args(st, model_switches=False)  # exact embeddings for its cache
     st.set_defaults(func=cmd_studio)
 

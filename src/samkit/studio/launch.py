@@ -75,15 +75,27 @@ def check_host(host: str, token: str | None) -> str | None:
     return None if loop else secrets.token_urlsafe(18)
 
 
+def allowed_hosts(host: str, extra: list[str] | tuple[str, ...] = ()) -> list[str] | None:
+    """Host names the studio may be reached by when it listens on ``host``: loopback names,
+    ``host`` itself and ``extra``; None (any, the token guards it) on every interface."""
+    from samkit.studio.server import LOOPBACK_HOSTS
+
+    if host in ("0.0.0.0", "::"):
+        return None
+    return [*LOOPBACK_HOSTS, host, *extra]
+
+
 def serve(project: Project, host: str = "127.0.0.1", port: int = 8765,
-          token: str | None = None, amg: dict[str, Any] | None = None) -> None:
+          token: str | None = None, amg: dict[str, Any] | None = None,
+          allow_hosts: list[str] | tuple[str, ...] = ()) -> None:
     """Run the server until interrupted; prints the URL to open."""
     import uvicorn
 
     from samkit.studio.server import create_app
 
     token = check_host(host, token)
-    app = create_app(project, token=token, amg_defaults=amg)
+    app = create_app(project, token=token, amg_defaults=amg,
+                     allowed_hosts=allowed_hosts(host, allow_hosts))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
     counts = project.store.counts()

@@ -4,17 +4,32 @@ Every endpoint is a plain ``def``, so FastAPI runs it in its thread pool and mod
 blocks the event loop. Masks travel as COCO compressed RLE strings of the image's ``(H, W)``
 (EXIF orientation); points and boxes are XY image pixels.
 
-Safety: when a token is set (always when the server listens beyond 127.0.0.1), every request
-must carry it (``Authorization: Bearer``, ``X-Samkit-Token``, a ``samkit_token`` cookie, or
-``?token=`` on the page URL, which also sets the cookie). Files are served only by image id
-from the project's image folder. Uploads are size-limited and must decode as images.
+Safety, against other machines and against the web pages its user visits:
+
+- Host check: a request whose ``Host`` header names none of the addresses the server is
+  reached by (loopback names, the host it listens on, ``--allow-host`` names) is refused,
+  so a DNS-rebinding page (evil.example resolving to 127.0.0.1) cannot read or change the
+  project.
+- Origin check: a request that changes anything (POST, PUT, PATCH, DELETE) from a browser
+  must come from the studio's own page: an ``Origin`` (or ``Sec-Fetch-Site``) naming another
+  site is refused, so a page elsewhere cannot add images, import annotations or edit
+  instances with a "simple" cross-site form post. Clients that are not browsers send no
+  ``Origin`` and are not affected.
+- Token: when set (always when the server listens beyond loopback), every request must carry
+  it (``Authorization: Bearer``, ``X-Samkit-Token``, a ``samkit_token`` cookie, or ``?token=``
+  on the page URL, which also sets the cookie).
+
+Files are served only by image id from the project's image folder. Uploads are size-limited
+and must decode as images.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
@@ -72,15 +87,64 @@ class AutoBody(BaseModel):
     min_mask_region_area: int = Field(0, ge=0)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def _hostname(netloc: str) -> str:
+    """``"host:port"`` / ``"[::1]:port"`` -> lower-case host without port or brackets."""
+    return (urlsplit(f"//{netloc}").hostname or "").lower()
+
+
+def request_refusal(method: str, headers: Any, hosts: frozenset[str] | None) -> str | None:
+    """Why a request must be refused by the Host / Origin checks, or None.
+
+    Args:
+        method: The HTTP method.
+        headers: The request headers (case-insensitive mapping).
+        hosts: Host names the server may be reached by; None: any (a server listening on
+            every interface, where the token guards it).
+    """
+    host = headers.get("host", "")
+    if hosts is not None and _hostname(host) not in hosts:
+        return (f"Host {host!r} is not an address of this studio (allowed: "
+                f"{', '.join(sorted(hosts))}); start it with --allow-host NAME to use another")
+    if method.upper() in WRITE_METHODS:
+        origin = headers.get("origin")
+        if origin is not None and (origin == "null" or urlsplit(origin).netloc.lower()
+                                   != host.lower()):
+            return f"cross-origin request refused (Origin {origin!r}, Host {host!r})"
+        if headers.get("sec-fetch-site") not in (None, "same-origin", "none"):
+            return ("cross-site request refused (Sec-Fetch-Site "
+                    f"{headers.get('sec-fetch-site')!r})")
+    return None
+
+
 def create_app(project: Project, token: str | None = None,
-               amg_defaults: dict[str, Any] | None = None) -> FastAPI:
-    """The studio app for ``project``; requests must carry ``token`` when one is given."""
+               amg_defaults: dict[str, Any] | None = None,
+               allowed_hosts: Iterable[str] | None = LOOPBACK_HOSTS) -> FastAPI:
+    """The studio app for ``project``.
+
+    Args:
+        project: The open project.
+        token: When given, every request must carry it.
+        amg_defaults: Automatic-mask settings recommended for the model.
+        allowed_hosts: Host names the server is reached by (the ``Host`` header must name
+            one); None accepts any (only with a token: a server on every interface).
+    """
     app = FastAPI(title="samkit studio", docs_url=None, redoc_url=None)
     app.state.project = project
     store = project.store
+    hosts = None if allowed_hosts is None else frozenset(h.lower().strip("[]")
+                                                         for h in allowed_hosts)
+    if hosts is None and token is None:
+        raise ValueError("a studio that accepts any Host header needs a token")
 
     @app.middleware("http")
-    async def check_token(request: Request, call_next: Any) -> Response:
+    async def check_request(request: Request, call_next: Any) -> Response:
+        refusal = request_refusal(request.method, request.headers, hosts)
+        if refusal is not None:
+            return JSONResponse({"detail": refusal}, status_code=403)
         if token is None:
             return await call_next(request)
         given = (request.headers.get("x-samkit-token")
