@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from pycocotools import mask as mask_utils
 
 from samkit import save_checkpoint
 from samkit.cli import main
@@ -46,25 +45,66 @@ def test_segment_writes_masks_overlay_and_scores(files, tmp_path):
     assert np.array(Image.open(tmp_path / "a_overlay.png")).shape == (120, 160, 3)
 
 
-@pytest.mark.parametrize("fmt", ["coco", "png", "rle-json"])
+@pytest.mark.parametrize("fmt", ["coco", "coco-polygons", "yolo", "png", "labelme",
+                                 "mask-pngs", "rle-json"])
 def test_amg_directory(files, tmp_path, fmt):
     _, ckpt, images = files
     rc = main(["amg", str(images), "--checkpoint", str(ckpt), "-o", str(tmp_path),
-               "--format", fmt, "--points-per-side", "8", "--crop-overlap-ratio", "0.25"])
+               "--format", fmt, "--points-per-side", "8", "--crop-overlap-ratio", "0.25",
+               "--pred-iou-thresh", "0", "--stability-score-thresh", "0"])
     assert rc == 0
-    if fmt == "coco":
+    # the same generator in the library: the reference every format is checked against
+    from samkit import SamAutomaticMaskGenerator, build_sam
+    from samkit.io.image import load_image
+
+    gen = SamAutomaticMaskGenerator(build_sam(checkpoint=ckpt), points_per_side=8,
+                                    crop_overlap_ratio=0.25, pred_iou_thresh=0,
+                                    stability_score_thresh=0)
+    expected = [r["segmentation"] for r in gen.generate(load_image(images / "a.png"))]
+    assert expected
+    if fmt in ("coco", "coco-polygons"):
         coco = json.loads((tmp_path / "annotations.json").read_text())
         assert [im["file_name"] for im in coco["images"]] == ["a.png", "b.jpg"]
-        assert coco["annotations"]
-        ann = coco["annotations"][0]
-        assert mask_utils.area(ann["segmentation"]) == ann["area"]
-    elif fmt == "png":
+        anns = [a for a in coco["annotations"] if a["image_id"] == 1]
+        assert len(anns) == len(expected)
+        from samkit.io.formats import decode_segmentation
+
+        for ann, mask in zip(anns, expected):
+            got = decode_segmentation(ann["segmentation"], 120, 160)
+            assert int(got.sum()) == ann["area"] or fmt == "coco-polygons"
+            if fmt == "coco":
+                assert np.array_equal(got, mask)
+        if fmt == "coco-polygons":  # polygons trace pixel boundaries: mostly the same pixels
+            got = [decode_segmentation(a["segmentation"], 120, 160) for a in anns]
+            differ = sum(int((g ^ m).sum()) for g, m in zip(got, expected))
+            assert differ <= 0.25 * sum(int(m.sum()) for m in expected)
+    elif fmt == "mask-pngs":
         meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
-        first = np.array(Image.open(tmp_path / "a" / meta[0]["file"]))
-        assert int((first > 0).sum()) == meta[0]["area"]
+        assert len(meta) == len(expected)
+        for m, mask in zip(meta, expected):
+            png = np.array(Image.open(tmp_path / "a" / m["file"])) > 0
+            assert np.array_equal(png, mask) and m["area"] == int(mask.sum())
+    elif fmt == "png":
+        inst = np.array(Image.open(tmp_path / "instances" / "a.png"))
+        k = max(i for i, m in enumerate(expected) if m.any())
+        assert inst.shape == (120, 160) and inst.max() == k + 1
+        assert np.array_equal(inst == k + 1, expected[k])  # painted last, so whole
+        assert json.loads((tmp_path / "classes.json").read_text())["1"] == "object"
+    elif fmt == "yolo":
+        lines = (tmp_path / "labels" / "a.txt").read_text().splitlines()
+        assert len(lines) == sum(m.any() for m in expected)
+        xy = np.array(lines[0].split()[1:], dtype=float)
+        assert lines[0].split()[0] == "0" and xy.min() >= 0 and xy.max() <= 1
+        assert (tmp_path / "classes.txt").read_text() == "object\n"
+    elif fmt == "labelme":
+        doc = json.loads((tmp_path / "a.json").read_text())
+        assert doc["imageHeight"] == 120
+        assert len(doc["shapes"]) == sum(m.any() for m in expected)
+        assert {s["shape_type"] for s in doc["shapes"]} == {"mask"}
     else:
         records = json.loads((tmp_path / "a.json").read_text())
-        assert records and {"segmentation", "bbox", "predicted_iou"} <= set(records[0])
+        assert len(records) == len(expected)
+        assert {"segmentation", "bbox", "predicted_iou", "stability_score"} <= set(records[0])
 
 
 def test_amg_skips_unreadable_images(files, tmp_path, capsys):
@@ -108,11 +148,49 @@ def test_models_lists_official_files(capsys):
     assert "93.7M" in out  # ViT-B parameter count
 
 
-def test_help_for_every_command():
-    for cmd in ("segment", "amg", "models"):
+def test_help_for_every_command(capsys):
+    from samkit.cli import build_parser
+
+    commands = [[c] for c in build_parser()._subparsers._group_actions[0].choices]
+    assert {"segment", "amg", "models", "demo", "studio", "data", "train", "eval"} <= {
+        c[0] for c in commands}
+    for cmd in [*commands, ["data", "synth"]]:
         with pytest.raises(SystemExit) as info:
-            main([cmd, "--help"])
-        assert info.value.code == 0
+            main([*cmd, "--help"])
+        assert info.value.code == 0, cmd
+        assert "usage: samkit " + " ".join(cmd) in capsys.readouterr().out
+
+
+def test_negative_and_outside_prompts(files, tmp_path, capsys):
+    _, ckpt, images = files
+    rc = main(["segment", str(images / "a.png"), "--checkpoint", str(ckpt),
+               "--point", "-5,50", "--point", "60,50", "--box", "-10,5,90,100",
+               "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 0
+    assert "--point -5,50 is outside the 160x120 image" in err
+    assert "reaches outside" in err and "60,50" not in err
+    report = json.loads((tmp_path / "a.json").read_text())
+    assert report["points"][0] == [-5.0, 50.0] and report["box"][0] == -10.0
+
+
+def test_user_errors_and_bugs_are_told_apart(files, tmp_path, capsys, monkeypatch):
+    _, ckpt, images = files
+    rc = main(["segment", str(images / "a.png"), "--checkpoint", str(ckpt),
+               "--point", "5,5,7", "-o", str(tmp_path)])  # label 7: the user's mistake
+    err = capsys.readouterr().err
+    assert rc == 2 and "error:" in err and "Traceback" not in err
+
+    import samkit.predictor
+
+    def broken(*args, **kwargs):
+        raise ValueError("a library bug that happens to be a ValueError")
+
+    monkeypatch.setattr(samkit.predictor.SamPredictor, "predict", broken)
+    rc = main(["segment", str(images / "a.png"), "--checkpoint", str(ckpt),
+               "--point", "5,5", "-o", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 3 and "internal error" in err and "Traceback" in err
 
 
 def test_speed_switches(files, tmp_path, capsys, monkeypatch):

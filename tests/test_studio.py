@@ -393,7 +393,7 @@ def test_classes_navigation_and_page(client):
 
 
 def test_dns_rebinding_host_is_refused(client):
-    c, project = client
+    c, _ = client
     assert c.get("/api/info").status_code == 200
     assert c.get("/api/info", headers={"Host": "localhost:8765"}).status_code == 200
     assert c.get("/api/info", headers={"Host": "[::1]:8765"}).status_code == 200
@@ -406,7 +406,7 @@ def test_dns_rebinding_host_is_refused(client):
 
 
 def test_cross_origin_writes_are_refused(client):
-    c, project = client
+    c, _ = client
     png = io.BytesIO()
     Image.fromarray(scene(40, 50, seed=9)).save(png, format="PNG")
     n = c.get("/api/images").json()["total"]

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torchvision.ops.boxes import batched_nms
 
+from samkit.errors import InputError
 from samkit.io.image import to_rgb_uint8
 from samkit.modeling import Sam
 from samkit.ops import (
@@ -43,7 +44,7 @@ def _alias(name: str, value: Any, alias: str, alias_value: Any, default: Any) ->
     if alias_value is None:
         return default if value is None else value
     if value is not None and value != alias_value:
-        raise ValueError(f"{name}={value!r} and its alias {alias}={alias_value!r} disagree")
+        raise InputError(f"{name}={value!r} and its alias {alias}={alias_value!r} disagree")
     return alias_value
 
 
@@ -102,19 +103,19 @@ class SamAutomaticMaskGenerator:
             points_per_side = _alias("points_per_side", points_per_side, "points_per_crop",
                                      points_per_crop, None)
         if (points_per_side is None) == (point_grids is None):
-            raise ValueError("give exactly one of points_per_side or point_grids")
+            raise InputError("give exactly one of points_per_side or point_grids")
         if output_mode not in OUTPUT_MODES:
-            raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
+            raise InputError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if points_per_side is not None and points_per_side < 1:
-            raise ValueError(f"points_per_side must be >= 1, got {points_per_side}")
+            raise InputError(f"points_per_side must be >= 1, got {points_per_side}")
         if points_per_batch < 1:
-            raise ValueError(f"points_per_batch must be >= 1, got {points_per_batch}")
+            raise InputError(f"points_per_batch must be >= 1, got {points_per_batch}")
         if crop_n_layers < 0:
-            raise ValueError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
+            raise InputError(f"crop_n_layers must be >= 0, got {crop_n_layers}")
         if crop_n_points_downscale_factor < 1:
-            raise ValueError("crop_n_points_downscale_factor must be >= 1")
+            raise InputError("crop_n_points_downscale_factor must be >= 1")
         if not 0.0 <= crop_overlap_ratio < 1.0:
-            raise ValueError(f"crop_overlap_ratio must be in [0, 1), got {crop_overlap_ratio}")
+            raise InputError(f"crop_overlap_ratio must be in [0, 1), got {crop_overlap_ratio}")
         if points_per_side is not None:
             self.point_grids = build_all_layer_point_grids(
                 points_per_side, crop_n_layers, crop_n_points_downscale_factor
@@ -123,7 +124,7 @@ class SamAutomaticMaskGenerator:
             assert point_grids is not None
             self.point_grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
             if len(self.point_grids) != crop_n_layers + 1:
-                raise ValueError(
+                raise InputError(
                     f"point_grids needs crop_n_layers + 1 = {crop_n_layers + 1} grids, got "
                     f"{len(self.point_grids)}"
                 )

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from samkit.errors import InputError
 from samkit.registry import MODELS, SamConfig
 
 _OFFICIAL_HINT = (
@@ -26,7 +27,7 @@ _OFFICIAL_HINT = (
 _CONFIG_KEY = "samkit_config"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint file is missing, unreadable, or does not fit the model."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from samkit.errors import InputError, InputTypeError
 from samkit.io.image import to_rgb_uint8
 from samkit.io.prompts import check_box, check_mask_input, check_points
 from samkit.modeling import Sam
@@ -99,14 +100,14 @@ class SamPredictor:
     def _check_torch_image(self, image: torch.Tensor, batch: int | None) -> None:
         size = self.model.image_encoder.img_size
         if not isinstance(image, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(image).__name__}")
+            raise InputTypeError(f"expected a torch.Tensor, got {type(image).__name__}")
         if image.ndim != 4 or image.shape[1] != 3 or (batch and image.shape[0] != batch):
-            raise ValueError(
+            raise InputError(
                 f"transformed_image must have shape ({batch or 'B'}, 3, H, W), got "
                 f"{tuple(image.shape)}"
             )
         if max(image.shape[2:]) != size:
-            raise ValueError(
+            raise InputError(
                 f"transformed_image's long side must be {size} (use predictor.transform."
                 f"apply_image first), got {tuple(image.shape[2:])}"
             )
@@ -136,7 +137,7 @@ class SamPredictor:
         if (not isinstance(embedding, torch.Tensor) or embedding.ndim != 4
                 or embedding.shape[0] != 1 or tuple(embedding.shape[1:]) != expected):
             got = tuple(embedding.shape) if isinstance(embedding, torch.Tensor) else embedding
-            raise ValueError(
+            raise InputError(
                 f"embedding must have shape (1, {', '.join(map(str, expected))}) for this "
                 f"model, got {got}; was it computed by another model?"
             )
@@ -229,33 +230,33 @@ class SamPredictor:
         mask_input: torch.Tensor | None,
     ) -> None:
         if (point_coords is None) != (point_labels is None):
-            raise ValueError("point_coords and point_labels must be given together")
+            raise InputError("point_coords and point_labels must be given together")
         sizes = {}
         if point_coords is not None and point_labels is not None:
             if point_coords.ndim != 3 or point_coords.shape[-1] != 2:
-                raise ValueError(
+                raise InputError(
                     f"point_coords must be (B, N, 2), got {tuple(point_coords.shape)}"
                 )
             if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
-                raise ValueError(
+                raise InputError(
                     f"point_labels must be (B, N) = {tuple(point_coords.shape[:2])}, got "
                     f"{tuple(point_labels.shape)}"
                 )
             sizes["point_coords"] = point_coords.shape[0]
         if boxes is not None:
             if boxes.ndim != 2 or boxes.shape[-1] != 4:
-                raise ValueError(f"boxes must be (B, 4) XYXY, got {tuple(boxes.shape)}")
+                raise InputError(f"boxes must be (B, 4) XYXY, got {tuple(boxes.shape)}")
             sizes["boxes"] = boxes.shape[0]
         if mask_input is not None:
             expected = (1, *self.model.prompt_encoder.mask_input_size)
             if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != expected:
-                raise ValueError(
+                raise InputError(
                     f"mask_input must be (B, {expected[0]}, {expected[1]}, {expected[2]}), got "
                     f"{tuple(mask_input.shape)}"
                 )
             sizes["mask_input"] = mask_input.shape[0]
         if len(set(sizes.values())) > 1:
-            raise ValueError(f"prompt batch sizes differ: {sizes}")
+            raise InputError(f"prompt batch sizes differ: {sizes}")
 
     @torch.no_grad()
     def predict_torch(
@@ -371,7 +372,7 @@ class SamPredictor:
             batch_size: Images run through the encoder per forward pass.
         """
         if not isinstance(images, (list, tuple)) or len(images) == 0:
-            raise ValueError("set_image_batch expects a non-empty list of images")
+            raise InputError("set_image_batch expects a non-empty list of images")
         self._batch = []
         self._image_pe = self.model.prompt_encoder.get_dense_pe()
         prepared = []
@@ -413,7 +414,7 @@ class SamPredictor:
         names = ["point_coords_batch", "point_labels_batch", "box_batch", "mask_input_batch"]
         for name, value in zip(names, args):
             if value is not None and len(value) != n:
-                raise ValueError(f"{name} has {len(value)} entries for {n} images")
+                raise InputError(f"{name} has {len(value)} entries for {n} images")
         out_masks, out_scores, out_logits = [], [], []
         for i, state in enumerate(self._batch):
             pc, pl, bx, mi = (None if a is None else a[i] for a in args)
@@ -428,7 +429,7 @@ class SamPredictor:
                 )
                 coords_t = labels_t = mask_t = None
                 if pc is not None or mi is not None:
-                    raise ValueError(
+                    raise InputError(
                         "with several boxes for one image, give no points or mask_input for it"
                     )
             else:

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from samkit.errors import InputError
 from samkit.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
 
@@ -52,7 +53,7 @@ class SamConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"invalid SamConfig: {message} ({self})")
+                raise InputError(f"invalid SamConfig: {message} ({self})")
 
     @property
     def embedding_size(self) -> int:
@@ -67,7 +68,7 @@ class SamConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise ValueError(f"unknown SamConfig fields: {sorted(unknown)}")
+            raise InputError(f"unknown SamConfig fields: {sorted(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 
@@ -150,8 +151,52 @@ def resolve_name(name: str) -> str:
     name = DEFAULT_ALIASES.get(name, name)
     if name not in MODELS:
         known = ", ".join(list(MODELS) + list(DEFAULT_ALIASES))
-        raise ValueError(f"unknown model type {name!r}; known: {known}")
+        raise InputError(f"unknown model type {name!r}; known: {known}")
     return name
+
+
+@dataclass(frozen=True)
+class WeightsChoice:
+    """Which weights a command or server uses.
+
+    Attributes:
+        name: The registered model name (None when only a checkpoint was given).
+        checkpoint: The file to load (the bundled file when ``bundled``).
+        bundled: The weights ship inside samkit.
+    """
+
+    name: str | None
+    checkpoint: Path | None
+    bundled: bool
+
+
+def resolve_weights(model_type: str | None, checkpoint: str | os.PathLike[str] | None
+                    ) -> WeightsChoice:
+    """The one place that decides which weights to load (CLI, studio, :func:`build_sam`).
+
+    A ``checkpoint`` is used as given. Without one, ``model_type`` (default ``"nano"``) must
+    have bundled weights; official models cannot be downloaded here, so they get an error that
+    says where to get the file.
+    """
+    if checkpoint is not None:
+        return WeightsChoice(None if model_type is None else resolve_name(model_type),
+                             Path(checkpoint), False)
+    name = resolve_name(model_type or "nano")
+    weights = MODELS[name].weights
+    if weights is None or not weights.bundled:
+        hint = f" ({weights.filename} from {weights.url})" if weights and weights.url else ""
+        raise InputError(
+            f"no checkpoint given for {name}{hint}. samkit cannot download weights; get an "
+            "official checkpoint (see `samkit models` for names and the download address) and "
+            "pass --checkpoint PATH, or use the bundled nano model"
+        )
+    path = weights.bundled_path()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the bundled {name} weights are missing from this install ({path}); reinstall "
+            "samkit or train them with `samkit train`"
+        )
+    return WeightsChoice(name, path, True)
 
 
 def get_config(name: str) -> SamConfig:
@@ -220,16 +265,11 @@ def build_sam(
     from samkit.checkpoint import infer_config, load_state_dict, read_checkpoint
 
     if model_type is None and checkpoint is None:
-        raise ValueError("build_sam needs a model_type, a checkpoint, or both")
+        raise InputError("build_sam needs a model_type, a checkpoint, or both")
     if checkpoint is None and isinstance(model_type, str):
         weights = MODELS[resolve_name(model_type)].weights
         if weights is not None and weights.bundled:
-            checkpoint = weights.bundled_path()
-            if not checkpoint.exists():
-                raise FileNotFoundError(
-                    f"the bundled {model_type} weights are missing from this install "
-                    f"({checkpoint}); reinstall samkit or train them with `samkit train`"
-                )
+            checkpoint = resolve_weights(model_type, None).checkpoint
     state_dict = metadata_config = None
     if checkpoint is not None:
         state_dict, metadata_config = read_checkpoint(checkpoint)

@@ -31,6 +31,7 @@ from samkit.accel.attention import FusedAttention, FusedTokenAttention, InPlaceA
 from samkit.accel.decoder import ImageSide, SharedImageMaskDecoder
 from samkit.accel.layers import InPlaceGELU, InPlaceLayerNorm2d
 from samkit.accel.runtime import available_cpus, set_threads
+from samkit.errors import InputError
 from samkit.modeling import Sam
 from samkit.modeling import image_encoder as _vit
 from samkit.modeling import transformer as _two_way
@@ -148,7 +149,7 @@ def set_precision(model: Sam, precision: str = "fp32") -> Sam:
     bf16 pays off on CPUs with AVX-512 BF16 / AMX and on GPUs; fp16 is for GPUs.
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        raise InputError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     model.image_encoder.to(PRECISIONS[precision])
     return model
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from samkit.errors import InputError
+
 
 def available_cpus() -> int:
     """CPUs this process may use: its affinity mask, capped by a cgroup CPU quota (containers
@@ -40,7 +42,7 @@ def set_threads(n: int | None = None) -> int:
             CPUs; the samkit command line calls this at start-up.
     """
     if n is not None and n < 1:
-        raise ValueError(f"threads must be >= 1, got {n}")
+        raise InputError(f"threads must be >= 1, got {n}")
     target = n if n is not None else min(torch.get_num_threads(), available_cpus())
     if target != torch.get_num_threads():
         torch.set_num_threads(target)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from samkit.data.coco import annotation_mask, load_coco
+from samkit.errors import InputError
 from samkit.eval.prompts import interior_point, next_click
 from samkit.io.image import load_image
 
@@ -84,7 +85,7 @@ def evaluate(
 
     unknown = set(prompts) - set(PROMPT_TYPES)
     if unknown:
-        raise ValueError(f"unknown prompt types {sorted(unknown)}; choose from {PROMPT_TYPES}")
+        raise InputError(f"unknown prompt types {sorted(unknown)}; choose from {PROMPT_TYPES}")
     images, by_image = load_coco(coco_json)
     if max_images is not None:
         images = images[:max_images]

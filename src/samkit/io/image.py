@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from samkit.errors import InputError, InputTypeError
+
 IMAGE_FORMATS = ("RGB", "BGR")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -27,13 +29,13 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not p.exists():
         raise FileNotFoundError(f"image not found: {p}")
     if p.is_dir():
-        raise ValueError(f"{p} is a directory, not an image file")
+        raise InputError(f"{p} is a directory, not an image file")
     try:
         with Image.open(p) as img:
             img = ImageOps.exif_transpose(img)
             array = _pil_to_array(img)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"cannot read image {p}: {exc}") from exc
+        raise InputError(f"cannot read image {p}: {exc}") from exc
     return to_rgb_uint8(array)
 
 
@@ -68,49 +70,49 @@ def to_rgb_uint8(image: Any, image_format: str = "RGB") -> np.ndarray:
             unknown ``image_format``.
     """
     if image_format not in IMAGE_FORMATS:
-        raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+        raise InputError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     if isinstance(image, Image.Image):
         image = _pil_to_array(image)
     if not isinstance(image, np.ndarray):
         hint = " (for torch tensors use SamPredictor.set_torch_image)" if hasattr(
             image, "detach") else ""
-        raise TypeError(
+        raise InputTypeError(
             f"image must be a numpy array of shape (H, W, 3) or a PIL image, got "
             f"{type(image).__name__}{hint}"
         )
     if image.ndim not in (2, 3):
-        raise ValueError(
+        raise InputError(
             f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); got {image.shape}"
         )
     if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
         if image.shape[0] in (1, 3, 4):
-            raise ValueError(
+            raise InputError(
                 f"image has shape {image.shape}, which looks channels-first; pass (H, W, C), "
                 "e.g. image.transpose(1, 2, 0)"
             )
-        raise ValueError(
+        raise InputError(
             f"image must have 1, 3 or 4 channels in its last axis; got shape {image.shape}"
         )
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"image is empty: shape {image.shape}")
+        raise InputError(f"image is empty: shape {image.shape}")
     if image.dtype == np.uint8:
         out = image
     elif image.dtype == np.bool_:
-        raise TypeError("image is boolean (a mask?); pass the picture itself, not a mask")
+        raise InputTypeError("image is boolean (a mask?); pass the picture itself, not a mask")
     elif np.issubdtype(image.dtype, np.integer):
         out = _rescale_to_uint8(image)
     elif np.issubdtype(image.dtype, np.floating):
         if not np.isfinite(image).all():
-            raise ValueError("image contains NaN or infinite values")
+            raise InputError("image contains NaN or infinite values")
         lo, hi = float(image.min()), float(image.max())
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(
+            raise InputError(
                 f"float images must hold values in [0, 1]; this one spans [{lo:g}, {hi:g}]. "
                 "Scale it to [0, 1] or convert it to uint8 first"
             )
         out = np.clip(np.rint(image.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
     else:
-        raise TypeError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float")
+        raise InputTypeError(f"unsupported image dtype {image.dtype}; use uint8, uint16 or float")
     if out.ndim == 2:
         out = out[:, :, None]
     if out.shape[2] == 1:

@@ -6,12 +6,14 @@ from typing import Any
 
 import numpy as np
 
+from samkit.errors import InputError, InputTypeError
+
 
 def _as_float_array(value: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name} must be numeric, got {type(value).__name__}") from exc
+        raise InputTypeError(f"{name} must be numeric, got {type(value).__name__}") from exc
     return arr
 
 
@@ -27,28 +29,28 @@ def check_points(
     if point_coords is None and point_labels is None:
         return None
     if point_labels is None:
-        raise ValueError(
+        raise InputError(
             "point_labels is required with point_coords: 1 for foreground, 0 for background, "
             "e.g. point_labels=np.array([1])"
         )
     if point_coords is None:
-        raise ValueError("point_labels was given without point_coords")
+        raise InputError("point_labels was given without point_coords")
     coords = _as_float_array(point_coords, "point_coords")
     if coords.ndim != 2 or coords.shape[1] != 2 or coords.shape[0] == 0:
-        raise ValueError(
+        raise InputError(
             f"point_coords must be an (N, 2) array of (x, y) pixels with N >= 1, got shape "
             f"{coords.shape}; e.g. np.array([[500, 375]])"
         )
     if not np.isfinite(coords).all():
-        raise ValueError("point_coords contains NaN or infinite values")
+        raise InputError("point_coords contains NaN or infinite values")
     labels = np.asarray(point_labels)
     if labels.ndim != 1 or labels.shape[0] != coords.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"point_labels must be a 1-D array with one label per point: got shape "
             f"{labels.shape} for {coords.shape[0]} points"
         )
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError(
+        raise InputError(
             f"point_labels must be 1 (foreground) or 0 (background); got values "
             f"{sorted(set(np.asarray(labels).tolist()))}"
         )
@@ -65,15 +67,15 @@ def check_box(box: Any) -> np.ndarray | None:
         return None
     arr = _as_float_array(box, "box")
     if arr.size != 4 or arr.ndim > 2 or (arr.ndim == 2 and arr.shape[0] != 1):
-        raise ValueError(
+        raise InputError(
             f"box must be 4 numbers [x0, y0, x1, y1] (shape (4,) or (1, 4)), got shape "
             f"{arr.shape}; for many boxes use predict_torch with boxes of shape (B, 4)"
         )
     arr = arr.reshape(1, 4)
     if not np.isfinite(arr).all():
-        raise ValueError("box contains NaN or infinite values")
+        raise InputError("box contains NaN or infinite values")
     if arr[0, 2] < arr[0, 0] or arr[0, 3] < arr[0, 1]:
-        raise ValueError(
+        raise InputError(
             f"box must be XYXY with x0 <= x1 and y0 <= y1, got {arr[0].tolist()} "
             "(XYWH boxes must be converted first)"
         )
@@ -94,10 +96,10 @@ def check_mask_input(mask_input: Any, size: tuple[int, int]) -> np.ndarray | Non
     if arr.ndim == 2:
         arr = arr[None]
     if arr.shape != (1, *size):
-        raise ValueError(
+        raise InputError(
             f"mask_input must have shape (1, {size[0]}, {size[1]}): the low-res logits of a "
             f"previous predict call, e.g. logits[np.argmax(scores)][None]; got {arr.shape}"
         )
     if not np.isfinite(arr).all():
-        raise ValueError("mask_input contains NaN or infinite values")
+        raise InputError("mask_input contains NaN or infinite values")
     return arr

@@ -22,19 +22,17 @@ def open_project(project_dir: str | os.PathLike[str], model_name: str | None = N
     Returns:
         The project and the automatic-mask settings recommended for the model.
     """
-    from samkit.registry import MODELS, amg_defaults, build_sam, resolve_name
+    from samkit.registry import amg_defaults, build_sam, resolve_weights
 
-    if checkpoint is None:
-        name = resolve_name(model_name or "nano")
-        weights = MODELS[name].weights
-        if weights is None or not weights.bundled:
-            raise ValueError(f"{name} has no bundled weights; pass --checkpoint PATH")
-        model = build_sam(name, device=device)
-        model_id = model_id_for(name, weights.bundled_path())
-        recommended = amg_defaults(name)
+    choice = resolve_weights(model_name, checkpoint)
+    assert choice.checkpoint is not None
+    model = build_sam(choice.name, checkpoint=choice.checkpoint, device=device)
+    if choice.bundled:
+        assert choice.name is not None
+        model_id = model_id_for(choice.name, choice.checkpoint)
+        recommended = amg_defaults(choice.name)
     else:
-        model = build_sam(model_name, checkpoint=checkpoint, device=device)
-        model_id = model_id_for(Path(checkpoint).stem, checkpoint)
+        model_id = model_id_for(choice.checkpoint.stem, choice.checkpoint)
         recommended = {}
     return Project(project_dir, model.eval(), model_id, images_dir=images_dir), recommended
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from samkit.errors import InputError
 from samkit.io.image import IMAGE_SUFFIXES, load_image
 from samkit.studio.store import ProjectStore, StoreError
 
@@ -106,7 +107,7 @@ class Project:
         try:
             img = load_image(path)
             if img.shape[0] * img.shape[1] > MAX_PIXELS:
-                raise ValueError(f"{img.shape[1]}x{img.shape[0]} is over {MAX_PIXELS} pixels")
+                raise InputError(f"{img.shape[1]}x{img.shape[0]} is over {MAX_PIXELS} pixels")
             h, w = img.shape[:2]
             return self.store.add_image(name, w, h, file_sha256(path))
         except (OSError, ValueError) as exc:

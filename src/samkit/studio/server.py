@@ -27,16 +27,18 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from collections.abc import Iterable
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
+from samkit.errors import SamkitError
 from samkit.ops.rle import decode_coco_rle
 from samkit.studio.export import FORMATS, coco_dict, export_zip, import_coco
 from samkit.studio.project import MAX_UPLOAD_BYTES, Project
@@ -86,6 +88,8 @@ class AutoBody(BaseModel):
     stability_score_thresh: float | None = Field(None, ge=0, le=1)
     min_mask_region_area: int = Field(0, ge=0)
 
+
+logger = logging.getLogger("samkit.studio")
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -159,10 +163,18 @@ def create_app(project: Project, token: str | None = None,
             response.set_cookie("samkit_token", token, httponly=True, samesite="strict")
         return response
 
-    @app.exception_handler(ValueError)  # StoreError, and the predictor's input checks
-    async def bad_input(_: Request, exc: ValueError) -> JSONResponse:
+    @app.exception_handler(SamkitError)  # StoreError, and the predictor's input checks
+    async def bad_input(_: Request, exc: SamkitError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(
             exc, NotFound) else 400)
+
+    @app.exception_handler(Exception)  # a bug: shown as one, never as the user's mistake
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("internal error on %s %s", request.method, request.url.path,
+                     exc_info=(type(exc), exc, exc.__traceback__))
+        return JSONResponse({"detail": f"internal error in samkit studio ({type(exc).__name__}:"
+                             f" {exc}); the server log has the traceback. Please report it."},
+                            status_code=500)
 
     def mask_of(image_id: int, rle: str) -> Any:
         info = store.get_image(image_id)

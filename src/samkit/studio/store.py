@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from samkit.errors import InputError
 from samkit.ops.rle import decode_coco_rle, encode_coco_masks
 
 DB_NAME = "samkit_project.sqlite"
@@ -66,7 +67,7 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
            "#bfef45", "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3"]
 
 
-class StoreError(ValueError):
+class StoreError(InputError):
     """A request the project database cannot honour (bad value)."""
 
 

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.data.synthetic import make_scene
+from samkit.errors import InputError
 from samkit.modeling import Sam
 from samkit.modeling.transformer import Attention
 from samkit.registry import SamConfig, build_sam_from_config, get_config
@@ -283,10 +284,10 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         state = torch.load(ckpt_path, map_location=dev, weights_only=True)
         saved = TrainConfig(**state["train_config"])
         if dataclasses.replace(saved, steps=cfg.steps, time_limit_s=cfg.time_limit_s) != cfg:
-            raise ValueError(f"{ckpt_path} was written with another TrainConfig: {saved}; "
+            raise InputError(f"{ckpt_path} was written with another TrainConfig: {saved}; "
                              "use another --out or --restart")
         if SamConfig.from_dict(state["config"]) != model_cfg:
-            raise ValueError(f"{ckpt_path} holds another architecture; use another --out")
+            raise InputError(f"{ckpt_path} holds another architecture; use another --out")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, elapsed = int(state["step"]), float(state["elapsed_s"])

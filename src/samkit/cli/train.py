@@ -1,0 +1,63 @@
+"""``samkit data synth`` and ``samkit train``: synthetic scenes and the training loop."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from samkit.cli.common import add_speed_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write synthetic scenes as a COCO dataset")
+    synth.add_argument("--n", type=int, required=True, help="number of scenes")
+    synth.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    synth.add_argument("--split", choices=["train", "val", "test"], default="test",
+                       help="which stream of scenes; 'test' is the held-out split (default)")
+    synth.add_argument("--start", type=int, default=0, help="first scene index")
+    synth.set_defaults(func=run_synth)
+
+    tr = sub.add_parser("train", help="train a model on synthetic scenes (resumes from --out)")
+    tr.add_argument("--config", default="nano", help="registered model config (default nano)")
+    tr.add_argument("--out", type=Path, required=True, help="run directory")
+    tr.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1500)")
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    tr.add_argument("--images-per-step", type=int, default=None)
+    tr.add_argument("--targets-per-image", type=int, default=None)
+    tr.add_argument("--click-rounds", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
+    tr.add_argument("--stop-after", type=int, default=None,
+                    help="stop at this step (the schedule still spans --steps); resume later")
+    tr.add_argument("--restart", action="store_true", help="ignore an existing last.pt")
+    tr.add_argument("--init", type=Path, default=None,
+                    help="start from these weights (e.g. src/samkit/weights/nano.safetensors)")
+    tr.add_argument("--device", default=None, help="torch device (default: cuda if present)")
+    add_speed_args(tr, model_switches=False)
+    tr.set_defaults(func=run)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from samkit.data.coco import write_synthetic_coco
+
+    path = write_synthetic_coco(args.split, args.n, args.output, start=args.start)
+    print(f"wrote {args.n} {args.split} scenes: {path}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from samkit.train.loop import TrainConfig, train
+
+    cfg = TrainConfig(model=args.config)
+    overrides = {k: getattr(args, k) for k in ("steps", "lr", "images_per_step",
+                                                "targets_per_image", "click_rounds", "seed")}
+    cfg = TrainConfig(**{**cfg.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    if args.time_limit is not None:
+        cfg.time_limit_s = args.time_limit * 60
+    summary = train(cfg, args.out, resume=not args.restart, device=args.device,
+                    init_from=args.init, stop_after=args.stop_after)
+    print(f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f} s; weights: "
+          f"{summary['weights']}")
+    return 0
