@@ -10,7 +10,7 @@ import torch
 from samkit.registry import SamConfig, build_sam_from_config
 from samkit.testing import lively_state_dict
 
-TINY = SamConfig(
+TINY = SamConfig.vit(
     encoder_embed_dim=32,
     encoder_depth=4,
     encoder_num_heads=2,
@@ -37,20 +37,21 @@ def build_official(config: SamConfig):
         TwoWayTransformer,
     )
 
-    grid = config.image_size // config.patch_size
+    enc = config.encoder
+    grid = config.embedding_size
     return Sam(
         image_encoder=ImageEncoderViT(
-            depth=config.encoder_depth,
-            embed_dim=config.encoder_embed_dim,
+            depth=enc.depth,
+            embed_dim=enc.embed_dim,
             img_size=config.image_size,
-            mlp_ratio=config.mlp_ratio,
+            mlp_ratio=enc.mlp_ratio,
             norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-            num_heads=config.encoder_num_heads,
-            patch_size=config.patch_size,
+            num_heads=enc.num_heads,
+            patch_size=enc.patch_size,
             qkv_bias=True,
             use_rel_pos=True,
-            global_attn_indexes=config.encoder_global_attn_indexes,
-            window_size=config.window_size,
+            global_attn_indexes=enc.global_attn_indexes,
+            window_size=enc.window_size,
             out_chans=config.prompt_embed_dim,
         ),
         prompt_encoder=PromptEncoder(

@@ -7,7 +7,7 @@ import torch
 
 from samkit import CheckpointError, build_sam, save_checkpoint
 from samkit.checkpoint import infer_config, load_state_dict, name_for_config, read_checkpoint
-from samkit.registry import build_sam_from_config, get_config
+from samkit.registry import MODELS, build_sam_from_config, get_config
 
 from helpers import TINY, build_official, lively_state_dict
 
@@ -35,8 +35,8 @@ def test_official_layout_loads_into_both(pth, tiny_sd):
 def test_infer_config_from_weights(pth):
     model = build_sam(checkpoint=pth)  # no model type: inferred from shapes
     cfg = model.config
-    assert cfg.encoder_embed_dim == 32 and cfg.encoder_depth == 4
-    assert cfg.encoder_global_attn_indexes == (1, 3) and cfg.window_size == 5
+    assert cfg.encoder.embed_dim == 32 and cfg.encoder.depth == 4
+    assert cfg.encoder.global_attn_indexes == (1, 3) and cfg.encoder.window_size == 5
     assert cfg.image_size == 256 and cfg.prompt_embed_dim == 32
 
 
@@ -139,9 +139,65 @@ def test_wrong_model_type_is_named():
     with torch.device("meta"):
         vit_b = build_sam_from_config(get_config("vit_b"))
         vit_l_sd = build_sam_from_config(get_config("vit_l")).state_dict()
-    assert name_for_config(infer_config(vit_l_sd)) == "vit_l"
+    known = {name: entry.config for name, entry in MODELS.items()}
+    assert name_for_config(infer_config(vit_l_sd), known) == "vit_l"
     with pytest.raises(CheckpointError, match="looks like a vit_l checkpoint"):
-        load_state_dict(vit_b, vit_l_sd, "sam_vit_l_0b3195.pth", expected_name="vit_b")
+        load_state_dict(vit_b, vit_l_sd, "sam_vit_l_0b3195.pth", expected_name="vit_b",
+                        known=known)
+    with pytest.raises(CheckpointError, match="holds a SAM-layout model with vit encoder"):
+        load_state_dict(vit_b, vit_l_sd, "x.pth")  # no names known: shapes only
+
+
+def test_registry_and_loader_do_not_import_each_other():
+    import ast
+    from pathlib import Path
+
+    import samkit
+
+    root = Path(samkit.__file__).parent
+    for module, other in (("checkpoint", "samkit.registry"), ("config", "samkit.registry"),
+                          ("config", "samkit.checkpoint")):
+        tree = ast.parse((root / f"{module}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert other not in imported, (module, other)
+
+
+def test_stored_config_is_respected(tmp_path):
+    from samkit.config import SamConfig
+
+    odd = SamConfig.from_dict({**TINY.to_dict(), "pixel_mean": (1.0, 2.0, 3.0)})
+    model = build_sam_from_config(odd)
+    path = save_checkpoint(model, tmp_path / "odd.safetensors")
+    loaded = build_sam(checkpoint=path)
+    assert loaded.config == odd and loaded.pixel_mean.flatten().tolist() == [1.0, 2.0, 3.0]
+    with pytest.raises(CheckpointError, match="stores its own model config"):
+        build_sam(TINY, checkpoint=path)
+    # the flat config that older samkit checkpoints stored still reads
+    flat = {"encoder_embed_dim": 32, "encoder_depth": 4, "encoder_num_heads": 2,
+            "encoder_global_attn_indexes": [1, 3], "patch_size": 16, "window_size": 5,
+            **{k: v for k, v in TINY.to_dict().items() if k != "encoder"}}
+    assert SamConfig.from_dict(flat) == TINY
+    assert SamConfig.from_dict(TINY.to_dict()) == TINY
+    with pytest.raises(ValueError, match="unknown encoder kind"):
+        SamConfig.from_dict({**TINY.to_dict(), "encoder": {"kind": "resnet"}})
+
+
+def test_non_persistent_buffers_are_built_with_the_model_not_left_on_meta(tmp_path):
+    from torch import nn
+
+    from samkit.registry import parameters_on_meta
+
+    class WithBuffer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 4)
+            self.register_buffer("table", torch.arange(5.0) * 2, persistent=False)
+
+    with parameters_on_meta():
+        m = WithBuffer()
+    assert m.lin.weight.is_meta and m.lin.weight.requires_grad
+    assert not m.table.is_meta and m.table.tolist() == [0, 2, 4, 6, 8]
+    assert not nn.Linear(2, 2).weight.is_meta  # the patch ends with the block
 
 
 def test_registry_builders_and_default_alias():

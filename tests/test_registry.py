@@ -39,7 +39,7 @@ def test_every_registered_model_builds():
     "config",
     [
         TINY,
-        SamConfig(encoder_embed_dim=48, encoder_depth=2, encoder_num_heads=3,
+        SamConfig.vit(encoder_embed_dim=48, encoder_depth=2, encoder_num_heads=3,
                   encoder_global_attn_indexes=(1,), image_size=128, patch_size=8,
                   window_size=4, prompt_embed_dim=64, decoder_num_heads=4),
     ],
@@ -52,7 +52,7 @@ def test_any_config_runs_forward_and_backward(config):
           "point_coords": torch.tensor([[[s / 3, s / 2]]]), "point_labels": torch.tensor([[1]])}],
         multimask_output=True,
     )[0]
-    grid = s // config.patch_size
+    grid = config.embedding_size
     assert out["low_res_logits"].shape == (1, 3, 4 * grid, 4 * grid)
     assert out["masks"].shape == (1, 3, s, s)
     out["low_res_logits"].mean().backward()
@@ -62,9 +62,9 @@ def test_any_config_runs_forward_and_backward(config):
 
 def test_bad_config_is_explained():
     with pytest.raises(ValueError, match="encoder_num_heads must divide"):
-        SamConfig(encoder_embed_dim=30, encoder_num_heads=4)
+        SamConfig.vit(encoder_embed_dim=30, encoder_num_heads=4)
     with pytest.raises(ValueError, match="global_attn_indexes"):
-        SamConfig(encoder_depth=2, encoder_global_attn_indexes=(5,))
+        SamConfig.vit(encoder_depth=2, encoder_global_attn_indexes=(5,))
 
 
 def test_build_sam_needs_something():

@@ -13,7 +13,7 @@ from samkit.train.loop import TrainConfig, init_weights, interactive_loss, lr_at
 from samkit.train.losses import dice_loss, focal_loss, mask_iou, sam_loss
 from samkit.train.prompts import corrective_clicks, jitter_boxes, mask_boxes, sample_points_in_masks
 
-MICRO = SamConfig(
+MICRO = SamConfig.vit(
     encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2, encoder_global_attn_indexes=(1,),
     image_size=128, patch_size=16, window_size=4, prompt_embed_dim=32, mask_in_chans=8,
     decoder_depth=1, decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32,

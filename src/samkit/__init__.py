@@ -9,10 +9,12 @@ The official API is mirrored::
 
 from samkit.amg import SamAutomaticMaskGenerator
 from samkit.checkpoint import CheckpointError, save_checkpoint
+from samkit.config import SamConfig, ViTConfig
+from samkit.errors import SamkitError
 from samkit.io.image import load_image
 from samkit.modeling import Sam
 from samkit.predictor import SamPredictor
-from samkit.registry import SamConfig, build_sam, list_models, sam_model_registry
+from samkit.registry import build_sam, list_models, sam_model_registry
 
 __version__ = "0.1.0"
 
@@ -22,6 +24,8 @@ __all__ = [
     "SamAutomaticMaskGenerator",
     "SamConfig",
     "SamPredictor",
+    "SamkitError",
+    "ViTConfig",
     "build_sam",
     "list_models",
     "load_image",

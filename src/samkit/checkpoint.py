@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from samkit.config import SamConfig, ViTConfig
 from samkit.errors import InputError
-from samkit.registry import MODELS, SamConfig
 
 _OFFICIAL_HINT = (
     "Official checkpoints (sam_vit_h_4b8939.pth, sam_vit_l_0b3195.pth, sam_vit_b_01ec64.pth) "
@@ -137,34 +138,56 @@ def _count(state_dict: dict[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for k in state_dict if (m := rx.match(k))})
 
 
+def _infer_vit(sd: dict[str, torch.Tensor]) -> tuple[ViTConfig, int]:
+    """SAM's ViT from its tensors: the config and the input size."""
+    patch = sd["image_encoder.patch_embed.proj.weight"]
+    dim, patch_size = patch.shape[0], patch.shape[-1]
+    grid = sd["image_encoder.pos_embed"].shape[1]
+    depth = _count(sd, r"image_encoder\.blocks\.(\d+)\.")
+    head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
+    global_idx = tuple(
+        i for i in range(depth)
+        if sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] == 2 * grid - 1
+    )
+    local = [i for i in range(depth) if i not in global_idx]
+    window = (sd[f"image_encoder.blocks.{local[0]}.attn.rel_pos_h"].shape[0] + 1) // 2 \
+        if local else 14
+    encoder = ViTConfig(
+        embed_dim=dim, depth=depth, num_heads=dim // head_dim, global_attn_indexes=global_idx,
+        patch_size=patch_size, window_size=window,
+        mlp_ratio=sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / dim,
+    )
+    return encoder, grid * patch_size
+
+
+#: Image-encoder key layouts: (kind, test on the state dict, inference of config and input
+#: size). The first whose test passes describes the file.
+ENCODER_LAYOUTS: list[tuple[str, Any, Any]] = [
+    ("vit", lambda sd: "image_encoder.patch_embed.proj.weight" in sd
+     and "image_encoder.blocks.0.attn.rel_pos_h" in sd, _infer_vit),
+]
+
+
 def infer_config(
     state_dict: dict[str, torch.Tensor], path: str | os.PathLike[str] | None = None
 ) -> SamConfig:
-    """Recover the architecture from tensor shapes (the decoder head count cannot be seen in
-    shapes and is taken as SAM's 8)."""
+    """Recover the architecture from tensor shapes: the encoder by its key layout
+    (:data:`ENCODER_LAYOUTS`), then the shared prompt encoder and mask decoder (the decoder
+    head count cannot be seen in shapes and is taken as SAM's 8)."""
     sd = state_dict
-    try:
-        patch = sd["image_encoder.patch_embed.proj.weight"]
-        dim, patch_size = patch.shape[0], patch.shape[-1]
-        grid = sd["image_encoder.pos_embed"].shape[1]
-        depth = _count(sd, r"image_encoder\.blocks\.(\d+)\.")
-        head_dim = sd["image_encoder.blocks.0.attn.rel_pos_h"].shape[1]
-        global_idx = tuple(
-            i for i in range(depth)
-            if sd[f"image_encoder.blocks.{i}.attn.rel_pos_h"].shape[0] == 2 * grid - 1
+    where = f"{path}: " if path is not None else ""
+    layout = next((entry for entry in ENCODER_LAYOUTS if entry[1](sd)), None)
+    if layout is None:
+        raise CheckpointError(
+            f"{where}does not look like a SAM checkpoint: its image encoder matches no known "
+            f"layout ({', '.join(kind for kind, _, _ in ENCODER_LAYOUTS)}). Pass the model "
+            "type explicitly, or check the file."
         )
-        local = [i for i in range(depth) if i not in global_idx]
-        window = (sd[f"image_encoder.blocks.{local[0]}.attn.rel_pos_h"].shape[0] + 1) // 2 \
-            if local else 14
+    try:
+        encoder, image_size = layout[2](sd)
         return SamConfig(
-            encoder_embed_dim=dim,
-            encoder_depth=depth,
-            encoder_num_heads=dim // head_dim,
-            encoder_global_attn_indexes=global_idx,
-            image_size=grid * patch_size,
-            patch_size=patch_size,
-            window_size=window,
-            mlp_ratio=sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / dim,
+            encoder=encoder,
+            image_size=image_size,
             prompt_embed_dim=sd["image_encoder.neck.0.weight"].shape[0],
             mask_in_chans=sd["prompt_encoder.mask_downscaling.3.weight"].shape[0],
             decoder_depth=_count(sd, r"mask_decoder\.transformer\.layers\.(\d+)\."),
@@ -174,35 +197,31 @@ def infer_config(
             iou_head_hidden_dim=sd["mask_decoder.iou_prediction_head.layers.0.weight"].shape[0],
         )
     except (KeyError, IndexError, ValueError) as exc:
-        where = f"{path}: " if path is not None else ""
         raise CheckpointError(
             f"{where}does not look like a SAM checkpoint (cannot infer the architecture; "
             f"missing or odd entry {exc}). Pass the model type explicitly, or check the file."
         ) from exc
 
 
-def name_for_config(config: SamConfig) -> str | None:
-    """The registered name whose config matches ``config`` (ignoring decoder heads)."""
-    for name, entry in MODELS.items():
-        ref = entry.config
-        if (ref.encoder_embed_dim, ref.encoder_depth, ref.image_size, ref.prompt_embed_dim) == (
-            config.encoder_embed_dim, config.encoder_depth, config.image_size,
-            config.prompt_embed_dim,
-        ):
+def name_for_config(config: SamConfig, known: Mapping[str, SamConfig]) -> str | None:
+    """The name in ``known`` whose config has the same encoder and sizes as ``config``
+    (decoder heads, which shapes do not show, ignored)."""
+    for name, ref in known.items():
+        if (ref.encoder, ref.image_size, ref.prompt_embed_dim) == (
+                config.encoder, config.image_size, config.prompt_embed_dim):
             return name
     return None
 
 
-def _describe(sd: dict[str, torch.Tensor]) -> str:
+def _describe(sd: dict[str, torch.Tensor], known: Mapping[str, SamConfig] | None) -> str:
     try:
         cfg = infer_config(sd)
     except CheckpointError:
         return ""
-    name = name_for_config(cfg)
-    shape = (
-        f"encoder width {cfg.encoder_embed_dim}, {cfg.encoder_depth} blocks, "
-        f"input {cfg.image_size}px"
-    )
+    name = name_for_config(cfg, known or {})
+    enc = cfg.encoder
+    shape = f"{enc.kind} encoder width {getattr(enc, 'embed_dim', '?')}, " \
+            f"{getattr(enc, 'depth', '?')} blocks, input {cfg.image_size}px"
     if name:
         return f" This looks like a {name} checkpoint ({shape}): build it with model type {name!r}."
     return f" The file holds a SAM-layout model with {shape}."
@@ -219,8 +238,11 @@ def load_state_dict(
     path: str | os.PathLike[str] | None = None,
     expected_name: str | None = None,
     assign: bool = False,
+    known: Mapping[str, SamConfig] | None = None,
 ) -> None:
     """Load ``state_dict`` into ``model`` strictly, explaining any mismatch.
+
+    ``known``: registered configs by name, to say which model a mismatched file looks like.
 
     ``assign=True`` makes the file's tensors the model's parameters instead of copying them
     (for a model built on the meta device: the weights are then held once, not twice).
@@ -243,7 +265,7 @@ def load_state_dict(
             parts.append(f"{len(unexpected)} unexpected keys: {_first(unexpected)}")
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches: {_first(mismatched, 3)}")
-        hint = _describe(state_dict)
+        hint = _describe(state_dict, known)
         if missing and not unexpected and not mismatched and not hint:
             hint = " The file looks partial (an interrupted download or a filtered state dict)."
         raise CheckpointError(

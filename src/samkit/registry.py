@@ -5,72 +5,19 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from samkit.config import SamConfig, ViTConfig
 from samkit.errors import InputError
 from samkit.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
-
-
-@dataclass(frozen=True)
-class SamConfig:
-    """Every size of a SAM model. Defaults are the shared parts of the official models."""
-
-    encoder_embed_dim: int = 768
-    encoder_depth: int = 12
-    encoder_num_heads: int = 12
-    encoder_global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
-    image_size: int = 1024
-    patch_size: int = 16
-    window_size: int = 14
-    mlp_ratio: float = 4.0
-    prompt_embed_dim: int = 256
-    mask_in_chans: int = 16
-    decoder_depth: int = 2
-    decoder_num_heads: int = 8
-    decoder_mlp_dim: int = 2048
-    num_multimask_outputs: int = 3
-    iou_head_depth: int = 3
-    iou_head_hidden_dim: int = 256
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.image_size % self.patch_size == 0, "image_size must be a multiple of patch_size"),
-            (self.encoder_embed_dim % self.encoder_num_heads == 0,
-             "encoder_num_heads must divide encoder_embed_dim"),
-            (self.prompt_embed_dim % 8 == 0, "prompt_embed_dim must be a multiple of 8"),
-            (self.mask_in_chans % 4 == 0, "mask_in_chans must be a multiple of 4"),
-            (all(0 <= i < self.encoder_depth for i in self.encoder_global_attn_indexes),
-             "encoder_global_attn_indexes must index blocks below encoder_depth"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(f"invalid SamConfig: {message} ({self})")
-
-    @property
-    def embedding_size(self) -> int:
-        """Side of the image embedding grid (64 for SAM)."""
-        return self.image_size // self.patch_size
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SamConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise InputError(f"unknown SamConfig fields: {sorted(unknown)}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -104,26 +51,26 @@ class ModelEntry:
 
 MODELS: dict[str, ModelEntry] = {
     "vit_h": ModelEntry(
-        SamConfig(1280, 32, 16, (7, 15, 23, 31)),
+        SamConfig(ViTConfig(1280, 32, 16, (7, 15, 23, 31))),
         WeightsInfo("sam_vit_h_4b8939.pth", _OFFICIAL_BASE + "sam_vit_h_4b8939.pth", 2564550879),
         "SAM ViT-H (official)",
     ),
     "vit_l": ModelEntry(
-        SamConfig(1024, 24, 16, (5, 11, 17, 23)),
+        SamConfig(ViTConfig(1024, 24, 16, (5, 11, 17, 23))),
         WeightsInfo("sam_vit_l_0b3195.pth", _OFFICIAL_BASE + "sam_vit_l_0b3195.pth", 1249524607),
         "SAM ViT-L (official)",
     ),
     "vit_b": ModelEntry(
-        SamConfig(768, 12, 12, (2, 5, 8, 11)),
+        SamConfig(ViTConfig(768, 12, 12, (2, 5, 8, 11))),
         WeightsInfo("sam_vit_b_01ec64.pth", _OFFICIAL_BASE + "sam_vit_b_01ec64.pth", 375042383),
         "SAM ViT-B (official)",
     ),
     "nano": ModelEntry(
         SamConfig(
-            encoder_embed_dim=192, encoder_depth=6, encoder_num_heads=3,
-            encoder_global_attn_indexes=(2, 5), image_size=512, patch_size=16, window_size=8,
-            prompt_embed_dim=128, mask_in_chans=16, decoder_depth=2, decoder_num_heads=4,
-            decoder_mlp_dim=512, iou_head_hidden_dim=128,
+            ViTConfig(embed_dim=192, depth=6, num_heads=3, global_attn_indexes=(2, 5),
+                      patch_size=16, window_size=8),
+            image_size=512, prompt_embed_dim=128, mask_in_chans=16, decoder_depth=2,
+            decoder_num_heads=4, decoder_mlp_dim=512, iou_head_hidden_dim=128,
         ),
         WeightsInfo("nano.safetensors", None, 0, bundled=True),
         "samkit nano (trained on synthetic scenes, bundled)",
@@ -203,21 +150,30 @@ def get_config(name: str) -> SamConfig:
     return MODELS[resolve_name(name)].config
 
 
+def _build_vit(encoder: ViTConfig, config: SamConfig) -> nn.Module:
+    return ImageEncoderViT(
+        img_size=config.image_size,
+        patch_size=encoder.patch_size,
+        embed_dim=encoder.embed_dim,
+        depth=encoder.depth,
+        num_heads=encoder.num_heads,
+        mlp_ratio=encoder.mlp_ratio,
+        out_chans=config.prompt_embed_dim,
+        window_size=encoder.window_size,
+        global_attn_indexes=tuple(encoder.global_attn_indexes),
+    )
+
+
+#: Image-encoder builders by config kind (``SamConfig.encoder.kind``).
+ENCODER_BUILDERS: dict[str, Callable[[Any, SamConfig], nn.Module]] = {"vit": _build_vit}
+
+
 def build_sam_from_config(config: SamConfig) -> Sam:
-    """Build an untrained model (random initialisation) in eval mode."""
+    """Build an untrained model (random initialisation) in eval mode, with the exact speed
+    paths of :func:`samkit.accel.use_exact_defaults` applied."""
     grid = config.embedding_size
     model = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=config.image_size,
-            patch_size=config.patch_size,
-            embed_dim=config.encoder_embed_dim,
-            depth=config.encoder_depth,
-            num_heads=config.encoder_num_heads,
-            mlp_ratio=config.mlp_ratio,
-            out_chans=config.prompt_embed_dim,
-            window_size=config.window_size,
-            global_attn_indexes=tuple(config.encoder_global_attn_indexes),
-        ),
+        image_encoder=ENCODER_BUILDERS[config.encoder.kind](config.encoder, config),
         prompt_encoder=PromptEncoder(
             embed_dim=config.prompt_embed_dim,
             image_embedding_size=(grid, grid),
@@ -245,6 +201,27 @@ def build_sam_from_config(config: SamConfig) -> Sam:
     return use_exact_defaults(model).eval()
 
 
+@contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Build modules with their parameters on the meta device (no memory, no random init)
+    while buffers, persistent or not, are made as usual: the buffers a checkpoint does not
+    hold (``pixel_mean``, anything computed in ``__init__``) come out right for any module,
+    and the parameters are then taken from the file with ``load_state_dict(assign=True)``."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            module._parameters[name] = nn.Parameter(param.to("meta"),
+                                                    requires_grad=param.requires_grad)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
 def build_sam(
     model_type: str | SamConfig | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
@@ -262,7 +239,7 @@ def build_sam(
     Returns:
         The model in eval mode.
     """
-    from samkit.checkpoint import infer_config, load_state_dict, read_checkpoint
+    from samkit.checkpoint import CheckpointError, infer_config, load_state_dict, read_checkpoint
 
     if model_type is None and checkpoint is None:
         raise InputError("build_sam needs a model_type, a checkpoint, or both")
@@ -281,15 +258,21 @@ def build_sam(
     else:
         assert state_dict is not None
         config, name = metadata_config or infer_config(state_dict, checkpoint), None
+    if metadata_config is not None and metadata_config != config:
+        raise CheckpointError(
+            f"{checkpoint} stores its own model config, which differs from "
+            f"{name or 'the config given'}: {metadata_config}. Build it from the file alone "
+            "(build_sam(checkpoint=...), or samkit's --checkpoint without --model)"
+        )
     if state_dict is None:
         return build_sam_from_config(config).to(device)
-    # With weights to load, build on the meta device (no random init, no memory) and make
-    # the file's tensors the parameters: the weights are held once (ViT-H: 2.5 GB, not 5).
-    with torch.device("meta"):
+    # With weights to load, build with the parameters on the meta device (no random init,
+    # no memory) and make the file's tensors the parameters: the weights are held once
+    # (ViT-H: 2.5 GB, not 5). Buffers are built as usual (see parameters_on_meta).
+    with parameters_on_meta():
         model = build_sam_from_config(config)
-    load_state_dict(model, state_dict, checkpoint, expected_name=name, assign=True)
-    model.pixel_mean = torch.tensor(config.pixel_mean, dtype=torch.float32).view(-1, 1, 1)
-    model.pixel_std = torch.tensor(config.pixel_std, dtype=torch.float32).view(-1, 1, 1)
+    load_state_dict(model, state_dict, checkpoint, expected_name=name, assign=True,
+                    known={n: e.config for n, e in MODELS.items()})
     left = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise RuntimeError(f"tensors not set by the checkpoint: {left}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from samkit.registry import SamConfig, build_sam_from_config
+from samkit.config import SamConfig
+from samkit.registry import build_sam_from_config
 
 
 def lively_state_dict(config: SamConfig, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -25,11 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit.config import SamConfig
 from samkit.data.synthetic import make_scene
 from samkit.errors import InputError
 from samkit.modeling import Sam
 from samkit.modeling.transformer import Attention
-from samkit.registry import SamConfig, build_sam_from_config, get_config
+from samkit.registry import build_sam_from_config, get_config
 from samkit.train.losses import mask_iou, sam_loss
 from samkit.train.prompts import (
     corrective_clicks,
