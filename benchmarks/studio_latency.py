@@ -82,7 +82,7 @@ def bench_model(name: str, model, model_id: str, root: Path, clicks: int) -> dic
             r.raise_for_status()
         opens = []
         for image_id in range(2, 11):
-            project._embeddings.clear()  # on disk, not in memory: as after a restart
+            project.embeddings.forget_memory()  # on disk, not in memory: as after a restart
             t = time.perf_counter()
             c.get(f"/api/images/{image_id}").raise_for_status()
             c.get(f"/api/images/{image_id}/file").raise_for_status()

@@ -1,4 +1,5 @@
-"""A studio project: its database, image folder, embedding cache and the model.
+"""A studio project: its database, image folder and model; prediction on its images
+(the embedding cache and its background worker live in :mod:`samkit.studio.embeddings`).
 
 Layout of a project directory::
 
@@ -18,7 +19,6 @@ import hashlib
 import io
 import json
 import os
-import queue
 import threading
 import time
 import uuid
@@ -32,6 +32,7 @@ from PIL import Image
 
 from samkit.errors import InputError
 from samkit.io.image import IMAGE_SUFFIXES, load_image
+from samkit.studio.embeddings import EmbeddingCache, EmbeddingWorker
 from samkit.studio.store import ProjectStore, StoreError
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -84,10 +85,10 @@ class Project:
         self.display_dir = self.dir / ".samkit" / "display"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.display_dir.mkdir(parents=True, exist_ok=True)
-        self._embeddings: OrderedDict[int, tuple[torch.Tensor, tuple[int, int]]] = OrderedDict()
+        self.embeddings = EmbeddingCache(self.cache_dir, self._embed)
         self._logits: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
-        self._mem = threading.Lock()  # guards the two in-memory caches above
-        self.worker = EmbeddingWorker(self)
+        self._mem = threading.Lock()  # guards the logits kept for refinement
+        self.worker = EmbeddingWorker(self.embedding, self._missing_embeddings)
         self.scan()
 
     # -- images ----------------------------------------------------------------------------
@@ -157,13 +158,19 @@ class Project:
             tmp.replace(out)
         return out
 
+    def _missing_embeddings(self) -> list[int]:
+        rows, _ = self.store.list_images()
+        return [r["id"] for r in rows if r["error"] is None and not self.is_cached(r["id"])]
+
     # -- embeddings ------------------------------------------------------------------------
-    def _cache_file(self, info: dict[str, Any]) -> Path:
-        return self.cache_dir / f"{info['sha256']}.pt"
+    def _embed(self, rgb: np.ndarray) -> torch.Tensor:
+        with self.lock:
+            self.predictor.set_image(rgb)
+            return self.predictor.get_image_embedding().cpu()
 
     def is_cached(self, image_id: int) -> bool:
         info = self.store.get_image(image_id)
-        return info["error"] is None and self._cache_file(info).exists()
+        return info["error"] is None and self.embeddings.has(info["sha256"])
 
     def embedding(self, image_id: int) -> tuple[torch.Tensor, tuple[int, int], bool]:
         """``(1, C, h, w)`` embedding and ``(H, W)``; computes and caches it if needed.
@@ -171,34 +178,10 @@ class Project:
         Returns:
             The embedding, the image size, and whether it was computed now.
         """
-        with self._mem:
-            if image_id in self._embeddings:
-                self._embeddings.move_to_end(image_id)
-                emb, size = self._embeddings[image_id]
-                return emb, size, False
         info = self.store.get_image(image_id)
         if info["error"]:
             raise StoreError(f"image {image_id} could not be read: {info['error']}")
-        path = self._cache_file(info)
-        computed = False
-        if path.exists():
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            emb, size = saved["embedding"], tuple(saved["original_size"])
-        else:
-            rgb = load_image(self.image_path(image_id))
-            with self.lock:
-                self.predictor.set_image(rgb)
-                emb = self.predictor.get_image_embedding().cpu()
-            size = (rgb.shape[0], rgb.shape[1])
-            tmp = path.with_name(f"{path.stem}.{uuid.uuid4().hex[:6]}.tmp")
-            torch.save({"embedding": emb, "original_size": list(size)}, tmp)
-            tmp.replace(path)  # atomic: a crash never leaves a half-written cache entry
-            computed = True
-        with self._mem:
-            self._embeddings[image_id] = (emb, size)
-            while len(self._embeddings) > 8:
-                self._embeddings.popitem(last=False)
-        return emb, size, computed
+        return self.embeddings.get(info["sha256"], lambda: load_image(self.image_path(image_id)))
 
     # -- prediction ------------------------------------------------------------------------
     def predict(self, image_id: int, points: list[list[float]] | None = None,
@@ -273,61 +256,3 @@ class Project:
         return [{"rle": r["segmentation"]["counts"], "size": r["segmentation"]["size"],
                  "score": float(r["predicted_iou"]), "area": int(r["area"]),
                  "bbox": [int(v) for v in r["bbox"]]} for r in records]
-
-
-class EmbeddingWorker:
-    """A background thread that fills the embedding cache; progress is readable any time."""
-
-    def __init__(self, project: Project) -> None:
-        self.project = project
-        self.queue: queue.Queue[int] = queue.Queue()
-        self.total = self.done = 0
-        self.errors: list[str] = []
-        self.current: int | None = None
-        self._thread: threading.Thread | None = None
-        self._guard = threading.Lock()
-
-    def enqueue(self, image_ids: list[int]) -> None:
-        with self._guard:
-            for i in image_ids:
-                self.queue.put(i)
-                self.total += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, daemon=True,
-                                                name="samkit-embeddings")
-                self._thread.start()
-
-    def enqueue_missing(self) -> int:
-        """Queue every readable image whose embedding is not cached; returns how many."""
-        rows, _ = self.project.store.list_images()
-        missing = [r["id"] for r in rows
-                   if r["error"] is None and not self.project.is_cached(r["id"])]
-        if missing:
-            self.enqueue(missing)
-        return len(missing)
-
-    def _run(self) -> None:
-        while True:
-            try:
-                image_id = self.queue.get(timeout=0.5)
-            except queue.Empty:
-                return
-            self.current = image_id
-            try:
-                self.project.embedding(image_id)
-            except Exception as exc:  # reported in status, never kills the worker
-                self.errors.append(f"image {image_id}: {exc}")
-            finally:
-                self.done += 1
-                self.current = None
-
-    def status(self) -> dict[str, Any]:
-        return {"total": self.total, "done": self.done, "current": self.current,
-                "running": bool(self._thread and self._thread.is_alive()),
-                "errors": self.errors[-20:]}
-
-    def wait(self, timeout: float = 600) -> None:
-        """Block until the queue is drained (for ``samkit studio precompute`` and tests)."""
-        deadline = time.time() + timeout
-        while self._thread is not None and self._thread.is_alive() and time.time() < deadline:
-            self._thread.join(0.1)
