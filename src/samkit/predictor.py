@@ -16,7 +16,7 @@ import torch
 
 from samkit.errors import InputError, InputTypeError
 from samkit.io.image import to_rgb_uint8
-from samkit.io.prompts import check_box, check_mask_input, check_points
+from samkit.io.prompts import check_box, check_mask_input, check_points, check_torch_prompts
 from samkit.modeling import Sam
 from samkit.transforms import ResizeLongestSide
 
@@ -222,42 +222,6 @@ class SamPredictor:
         )
 
     # -- batched torch core ----------------------------------------------------------------
-    def _check_torch_prompts(
-        self,
-        point_coords: torch.Tensor | None,
-        point_labels: torch.Tensor | None,
-        boxes: torch.Tensor | None,
-        mask_input: torch.Tensor | None,
-    ) -> None:
-        if (point_coords is None) != (point_labels is None):
-            raise InputError("point_coords and point_labels must be given together")
-        sizes = {}
-        if point_coords is not None and point_labels is not None:
-            if point_coords.ndim != 3 or point_coords.shape[-1] != 2:
-                raise InputError(
-                    f"point_coords must be (B, N, 2), got {tuple(point_coords.shape)}"
-                )
-            if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
-                raise InputError(
-                    f"point_labels must be (B, N) = {tuple(point_coords.shape[:2])}, got "
-                    f"{tuple(point_labels.shape)}"
-                )
-            sizes["point_coords"] = point_coords.shape[0]
-        if boxes is not None:
-            if boxes.ndim != 2 or boxes.shape[-1] != 4:
-                raise InputError(f"boxes must be (B, 4) XYXY, got {tuple(boxes.shape)}")
-            sizes["boxes"] = boxes.shape[0]
-        if mask_input is not None:
-            expected = (1, *self.model.prompt_encoder.mask_input_size)
-            if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != expected:
-                raise InputError(
-                    f"mask_input must be (B, {expected[0]}, {expected[1]}, {expected[2]}), got "
-                    f"{tuple(mask_input.shape)}"
-                )
-            sizes["mask_input"] = mask_input.shape[0]
-        if len(set(sizes.values())) > 1:
-            raise InputError(f"prompt batch sizes differ: {sizes}")
-
     @torch.no_grad()
     def predict_torch(
         self,
@@ -318,7 +282,8 @@ class SamPredictor:
         mask_input: torch.Tensor | None,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        self._check_torch_prompts(point_coords, point_labels, boxes, mask_input)
+        check_torch_prompts(point_coords, point_labels, boxes, mask_input,
+                            self.model.prompt_encoder.mask_input_size)
         points = None
         if point_coords is not None and point_labels is not None:
             points = (point_coords.to(self.device), point_labels.to(self.device))

@@ -26,26 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.set_defaults(func=run)
 
 
-def outside_warnings(points: list[list[float]], box: list[float] | None,
-                     hw: tuple[int, int]) -> list[str]:
-    """Warnings for prompts that fall outside an image of size ``(H, W)`` (they are still
-    used: SAM accepts them, but they are usually a mistake of coordinates)."""
-    h, w = hw
-    out = []
-    for p in points:
-        if not (0 <= p[0] < w and 0 <= p[1] < h):
-            out.append(f"--point {p[0]:g},{p[1]:g} is outside the {w}x{h} image (X in 0..{w - 1},"
-                       f" Y in 0..{h - 1})")
-    if box is not None and (box[2] <= 0 or box[3] <= 0 or box[0] >= w or box[1] >= h):
-        out.append(f"--box {','.join(f'{v:g}' for v in box)} lies entirely outside the "
-                   f"{w}x{h} image")
-    elif box is not None and (box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h):
-        out.append(f"--box {','.join(f'{v:g}' for v in box)} reaches outside the {w}x{h} image")
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     from samkit.io.image import load_image
+    from samkit.io.prompts import check_box, points_from_triples, prompts_outside
     from samkit.predictor import SamPredictor
     from samkit.viz import overlay
 
@@ -53,16 +36,17 @@ def run(args: argparse.Namespace) -> int:
     box = parse_numbers(args.box, (4,), "--box") if args.box else None
     if not points and box is None:
         raise CliError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
+    triples = [[*p[:2], p[2] if len(p) == 3 else 1] for p in points]
+    checked = points_from_triples(triples)
+    check_box(box)
     image = load_image(args.image)
-    for warning in outside_warnings(points, box, image.shape[:2]):
-        print(f"samkit segment: warning: {warning}", file=sys.stderr)
+    for warning in prompts_outside(None if checked is None else checked[0], box,
+                                   image.shape[:2]):
+        print(f"samkit segment: warning: --{warning}", file=sys.stderr)
     model = load_model(args)
     predictor = SamPredictor(model)
     predictor.set_image(image)
-    coords = labels = None
-    if points:
-        coords = np.array([p[:2] for p in points])
-        labels = np.array([int(p[2]) if len(p) == 3 else 1 for p in points])
+    coords, labels = checked if checked is not None else (None, None)
     masks, scores, _ = predictor.predict(
         point_coords=coords,
         point_labels=labels,

@@ -1,4 +1,5 @@
-"""Validation of user prompts (numpy layer). Coordinates are (X, Y) pixels, boxes XYXY."""
+"""Validation of user prompts, the one place for it: the predictor's numpy layer and torch
+core, the command line and the studio call these. Coordinates are (X, Y) pixels, boxes XYXY."""
 
 from __future__ import annotations
 
@@ -103,3 +104,74 @@ def check_mask_input(mask_input: Any, size: tuple[int, int]) -> np.ndarray | Non
     if not np.isfinite(arr).all():
         raise InputError("mask_input contains NaN or infinite values")
     return arr
+
+
+def check_torch_prompts(
+    point_coords: Any, point_labels: Any, boxes: Any, mask_input: Any,
+    mask_input_size: tuple[int, int],
+) -> None:
+    """Validate the torch core's batched prompts: ``point_coords`` ``(B, N, 2)`` with
+    ``point_labels`` ``(B, N)``, ``boxes`` ``(B, 4)``, ``mask_input`` ``(B, 1, h, w)`` with
+    ``(h, w) = mask_input_size``; every given B equal."""
+    if (point_coords is None) != (point_labels is None):
+        raise InputError("point_coords and point_labels must be given together")
+    sizes = {}
+    if point_coords is not None and point_labels is not None:
+        if point_coords.ndim != 3 or point_coords.shape[-1] != 2:
+            raise InputError(f"point_coords must be (B, N, 2), got {tuple(point_coords.shape)}")
+        if tuple(point_labels.shape) != tuple(point_coords.shape[:2]):
+            raise InputError(
+                f"point_labels must be (B, N) = {tuple(point_coords.shape[:2])}, got "
+                f"{tuple(point_labels.shape)}"
+            )
+        sizes["point_coords"] = point_coords.shape[0]
+    if boxes is not None:
+        if boxes.ndim != 2 or boxes.shape[-1] != 4:
+            raise InputError(f"boxes must be (B, 4) XYXY, got {tuple(boxes.shape)}")
+        sizes["boxes"] = boxes.shape[0]
+    if mask_input is not None:
+        expected = (1, *mask_input_size)
+        if mask_input.ndim != 4 or tuple(mask_input.shape[1:]) != expected:
+            raise InputError(
+                f"mask_input must be (B, {expected[0]}, {expected[1]}, {expected[2]}), got "
+                f"{tuple(mask_input.shape)}"
+            )
+        sizes["mask_input"] = mask_input.shape[0]
+    if len(set(sizes.values())) > 1:
+        raise InputError(f"prompt batch sizes differ: {sizes}")
+
+
+def points_from_triples(points: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """``[[x, y, label], ...]`` (the studio's and the CLI's form) -> validated
+    ``(coords (N, 2), labels (N,))``, or None for no points."""
+    if points is None or len(points) == 0:
+        return None
+    arr = _as_float_array(points, "points")
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise InputError(f"points must be [[x, y, label], ...], got shape {arr.shape}")
+    return check_points(arr[:, :2], arr[:, 2].astype(np.int64))
+
+
+def require_prompt(points: Any, box: Any) -> None:
+    """Raise unless there is at least one point or a box."""
+    if (points is None or len(points) == 0) and box is None:
+        raise InputError("give at least one point or a box")
+
+
+def prompts_outside(coords: Any, box: Any, hw: tuple[int, int]) -> list[str]:
+    """Descriptions of prompts outside an ``(H, W)`` image: SAM accepts them, but they are
+    usually a mistake of coordinates, so callers warn."""
+    h, w = hw
+    out = []
+    for x, y in ([] if coords is None else np.asarray(coords, dtype=np.float64).reshape(-1, 2)):
+        if not (0 <= x < w and 0 <= y < h):
+            out.append(f"point {x:g},{y:g} is outside the {w}x{h} image (X in 0..{w - 1}, "
+                       f"Y in 0..{h - 1})")
+    if box is not None:
+        b = np.asarray(box, dtype=np.float64).reshape(4)
+        shown = ",".join(f"{v:g}" for v in b)
+        if b[2] <= 0 or b[3] <= 0 or b[0] >= w or b[1] >= h:
+            out.append(f"box {shown} lies entirely outside the {w}x{h} image")
+        elif b[0] < 0 or b[1] < 0 or b[2] > w or b[3] > h:
+            out.append(f"box {shown} reaches outside the {w}x{h} image")
+    return out

@@ -32,6 +32,7 @@ from PIL import Image
 
 from samkit.errors import InputError
 from samkit.io.image import IMAGE_SUFFIXES, load_image
+from samkit.io.prompts import check_box, points_from_triples, require_prompt
 from samkit.studio.embeddings import EmbeddingCache, EmbeddingWorker
 from samkit.studio.store import ProjectStore, StoreError
 
@@ -205,15 +206,9 @@ class Project:
         t0 = time.perf_counter()
         emb, size, _ = self.embedding(image_id)
         t1 = time.perf_counter()
-        coords = labels = None
-        if points:
-            arr = np.asarray(points, dtype=np.float64)
-            if arr.ndim != 2 or arr.shape[1] != 3:
-                raise StoreError("points must be [[x, y, label], ...]")
-            coords, labels = arr[:, :2], arr[:, 2].astype(np.int64)
-        box_arr = None if box is None else np.asarray(box, dtype=np.float64)
-        if coords is None and box_arr is None:
-            raise StoreError("give at least one point or a box")
+        require_prompt(points, box)
+        coords, labels = points_from_triples(points) or (None, None)
+        box_arr = check_box(box)
         mask_input = None
         if logits_id is not None:
             with self._mem:
