@@ -43,8 +43,8 @@ def test_fused_attention_matches_plain(chunk):
     r1 = SamAutomaticMaskGenerator(plain, points_per_side=8).generate(img)
     r2 = SamAutomaticMaskGenerator(fast, points_per_side=8).generate(img)
     assert len(r1) == len(r2) > 0
-    for a in r1:  # every mask has its counterpart (order may differ on near-equal scores)
-        best = max(_iou(a["segmentation"], b["segmentation"]) for b in r2)
+    for rec in r1:  # every mask has its counterpart (order may differ on near-equal scores)
+        best = max(_iou(rec["segmentation"], other["segmentation"]) for other in r2)
         assert best >= 0.99, best
     use_fused_attention(fast, enabled=False)
     with torch.no_grad():
