@@ -80,6 +80,7 @@ def test_click_accept_export_in_browser(server, tmp_path):
         page.goto(url)
         page.wait_for_selector("body[data-ready]", timeout=30_000)
         assert page.locator("#image-list li").count() == 1
+        assert page.locator("#project").inner_text().endswith("· 0 instances")
         assert page.locator("#shortcuts dt").count() >= 8  # shortcuts are shown
 
         page.fill("#class-name", "thing")
@@ -111,6 +112,10 @@ def test_click_accept_export_in_browser(server, tmp_path):
         page.keyboard.press("Enter")
         page.wait_for_selector("#instances li", timeout=30_000)
         assert page.locator("#instances li select").input_value() == "1"
+        # the header's project count follows the accept without a reload
+        page.wait_for_function(
+            "document.getElementById('project').textContent.endsWith('· 1 instances')",
+            timeout=10_000)
 
         with page.expect_download() as dl:
             page.click("#export-coco")

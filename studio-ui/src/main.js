@@ -323,6 +323,18 @@ async function refreshInstances() {
   renderInstances();
   renderImages();
   draw();
+  await refreshHeader();
+}
+
+// The header's project-wide counts follow every accept, edit and delete (no reload needed).
+async function refreshHeader() {
+  S.info = { ...S.info, counts: (await api("GET", "/api/info")).counts };
+  renderHeader();
+}
+
+function renderHeader() {
+  const c = S.info.counts;
+  $("project").textContent = `${S.info.project} · ${S.info.model_id} · ${c.instances} instances`;
 }
 
 function renderInstances() {
@@ -594,8 +606,7 @@ $("import-form").onsubmit = (e) => {
 // -- start ----------------------------------------------------------------------------------
 async function start() {
   S.info = await api("GET", "/api/info");
-  const c = S.info.counts;
-  $("project").textContent = `${S.info.project} · ${S.info.model_id} · ${c.instances} instances`;
+  renderHeader();
   const dl = $("shortcuts");
   for (const [k, v] of Object.entries(S.info.shortcuts)) {
     const dt = document.createElement("dt");
