@@ -77,24 +77,18 @@ def main() -> None:
     labels = torch.ones(64, 1, dtype=torch.int)
     sparse, dense = model.prompt_encoder(points=(pts, labels), boxes=None, masks=None)
     emb, pe = pred.get_image_embedding(), model.prompt_encoder.get_dense_pe()
-    whole = best_of(lambda: dec(emb, pe, sparse, dense, True)) / 64
+    whole = best_of(lambda: dec(emb, pe, sparse, dense[:1], True)) / 64
     chunk = dec.prompt_chunk or 64
-    tokens = torch.cat([dec.iou_token.weight, dec.mask_tokens.weight])[None].expand(chunk, -1, -1)
-    tokens = torch.cat([tokens, sparse[:chunk]], dim=1)
-    src = emb + dense[:1]
-
-    def transformer() -> tuple[torch.Tensor, torch.Tensor]:
-        cache: dict = {}
-        return dec.transformer(src, pe, tokens, cache)
-
-    _, keys = transformer()
+    side = dec.image_side(emb, pe, dense[:1])  # the shared image side, once per image
+    t_chunk = best_of(lambda: dec.predict_masks_shared(side, sparse[:chunk])) / chunk
     c, h, w = emb.shape[1:]
-    grid = keys.transpose(1, 2).reshape(chunk, c, h, w)
+    grid = torch.randn(chunk, c, h, w, generator=gen).contiguous(
+        memory_format=torch.channels_last)  # the token-major layout the decoder upscales
     upscaled = dec.output_upscaling(grid)
-    t_tr = best_of(transformer) / chunk
     t_up = best_of(lambda: dec.output_upscaling(grid)) / chunk
     hyper = torch.randn(chunk, dec.num_mask_tokens, upscaled.shape[1])
     t_mask = best_of(lambda: hyper @ upscaled.reshape(chunk, upscaled.shape[1], -1)) / chunk
+    t_tr = t_chunk - t_up - t_mask  # the transformer: the rest of a chunk's time
     d, n = c, h * w
     i = d // 2  # attention_downsample_rate 2
     # Per prompt, with the first block's image side shared: block 1 image->token output
