@@ -5,7 +5,10 @@ first two-way block's image-side work (keys plus positional encoding, the token-
 and values, the image->token queries) does not depend on the prompts. The plain decoder
 repeats the embedding once per prompt set and redoes that work each time;
 :class:`SharedImageMaskDecoder` does it once (:class:`ImageSide`) and broadcasts it: the same
-operations on the same values, so the same bits, and a third fewer FLOPs per prompt.
+operations on the same values, so the same bits, and a third fewer FLOPs per prompt. The
+first block's residual is also summed token-major (the plain code sums a channel-major view,
+which its LayerNorm then copies). With a mask input per prompt set the side is computed per
+chunk, the same way.
 
 Prompt sets are also decoded a few at a time (``prompt_chunk``) on the device types listed in
 ``chunk_devices`` (the CPU), so each ``(chunk, H*W, C)`` activation stays in cache.
@@ -22,14 +25,15 @@ from samkit.modeling.mask_decoder import MaskDecoder
 
 @dataclass(frozen=True)
 class ImageSide:
-    """The prompt-independent part of the decoder's first block, for one image (batch 1).
+    """The prompt-independent part of the decoder's first block: for one image and dense
+    prompt (batch 1, shared by every prompt set) or one per prompt set (batch B).
 
     Attributes:
-        keys: ``(1, H*W, C)`` image tokens (embedding + dense prompt), token-major.
+        keys: ``(1 or B, H*W, C)`` image tokens (embedding + dense prompt), token-major.
         key_pe: ``(1, H*W, C)`` their positional encoding.
-        t2i_k: ``(1, heads, H*W, c)`` token->image attention keys (of ``keys + key_pe``).
-        t2i_v: ``(1, heads, H*W, c)`` token->image attention values (of ``keys``).
-        i2t_q: ``(1, heads, H*W, c)`` image->token attention queries (of ``keys + key_pe``).
+        t2i_k: ``(1 or B, heads, H*W, c)`` token->image attention keys (of ``keys + key_pe``).
+        t2i_v: ``(1 or B, heads, H*W, c)`` token->image attention values (of ``keys``).
+        i2t_q: ``(1 or B, heads, H*W, c)`` image->token queries (of ``keys + key_pe``).
         hw: ``(H, W)`` of the embedding grid.
     """
 
@@ -67,7 +71,7 @@ class SharedImageMaskDecoder(MaskDecoder):
         step = bs
         if self.prompt_chunk and sparse_prompt_embeddings.device.type in self.chunk_devices:
             step = min(bs, self.prompt_chunk)
-        shared = bs > 1 and image_embeddings.shape[0] == 1 and dense_prompt_embeddings.shape[0] == 1
+        shared = image_embeddings.shape[0] == 1 and dense_prompt_embeddings.shape[0] == 1
         side = self.image_side(image_embeddings, image_pe, dense_prompt_embeddings) if shared \
             else None
 
@@ -76,20 +80,20 @@ class SharedImageMaskDecoder(MaskDecoder):
 
         parts = []
         for i in range(0, bs, step):
-            sparse = sparse_prompt_embeddings[i : i + step]
-            if side is not None:
-                parts.append(self.predict_masks_shared(side, sparse))
-            else:
-                parts.append(self.predict_masks(rows(image_embeddings, i), image_pe, sparse,
-                                                rows(dense_prompt_embeddings, i)))
+            # Without a shared side (a mask input per prompt set), each chunk has its own.
+            chunk_side = side or self.image_side(rows(image_embeddings, i), image_pe,
+                                                 rows(dense_prompt_embeddings, i))
+            parts.append(self.predict_masks_shared(chunk_side,
+                                                   sparse_prompt_embeddings[i : i + step]))
         masks = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
         iou_pred = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
         return self.select_outputs(masks, iou_pred, multimask_output)
 
     def image_side(self, image_embedding: torch.Tensor, image_pe: torch.Tensor,
                    dense_prompt_embedding: torch.Tensor) -> ImageSide:
-        """The first block's image-side work for a ``(1, C, H, W)`` embedding, ``(1, C, H, W)``
-        positional encoding and ``(1, C, H, W)`` dense prompt."""
+        """The first block's image-side work for a ``(1 or B, C, H, W)`` embedding, a
+        ``(1, C, H, W)`` positional encoding and a ``(1 or B, C, H, W)`` dense prompt (batch
+        1 when the side is shared by every prompt set)."""
         src = image_embedding + dense_prompt_embedding
         # Token-major views of channel-major tensors, read as the plain path reads them (a
         # GEMM's rounding depends on its input's layout).
