@@ -54,10 +54,11 @@ class FusedAttention(vit.Attention):
         q, k, v = self.split_heads(x)
         if not self.use_rel_pos:
             return self.merge_heads(F.scaled_dot_product_attention(q, k, v), b, h, w)
-        # (B*heads, h, w, h) and (B*heads, h, w, w): small; only their sum is (N, N).
-        bias_h, bias_w = vit.decomposed_rel_pos_bias(
-            q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)
-        )
+        # (B*heads, h, w, h) and (B*heads, h, w, w): small; only their sum is (N, N). Made
+        # contiguous so that the sum comes out row-major and its reshape below is a view
+        # (einsum's permuted output would make the (rows*w, N) mask a second copy).
+        bias_h, bias_w = (t.contiguous() for t in vit.decomposed_rel_pos_bias(
+            q, self.rel_pos_h, self.rel_pos_w, (h, w), (h, w)))
         rows = self.query_chunk_rows or h
         outs = []
         for r0 in range(0, h, rows):
