@@ -448,3 +448,20 @@ def test_allowed_hosts_follow_the_listen_address(tmp_path, model):
     c = fastapi_testclient.TestClient(create_app(project, token="t", allowed_hosts=None),
                                       base_url="http://box.lan:8765")
     assert c.get("/api/info", headers={"X-Samkit-Token": "t"}).status_code == 200
+
+
+def test_user_errors_answer_400_and_bugs_500(tmp_path, model, monkeypatch):
+    _images(tmp_path / "imgs")
+    project = Project(tmp_path / "p", model, "tiny-test", images_dir=tmp_path / "imgs")
+    c = fastapi_testclient.TestClient(create_app(project), base_url=URL,
+                                      raise_server_exceptions=False)
+    a = project.store.image_by_name("a.png")["id"]
+    r = c.post(f"/api/images/{a}/predict", json={"points": [[10, 10, 7]]})
+    assert r.status_code == 400 and "point_labels must be 1" in r.json()["detail"]
+
+    def broken(*args, **kwargs):
+        raise ValueError("a library bug that happens to be a ValueError")
+
+    monkeypatch.setattr(Project, "predict", broken)
+    r = c.post(f"/api/images/{a}/predict", json={"points": [[10, 10, 1]]})
+    assert r.status_code == 500 and r.json()["detail"].startswith("internal error")
