@@ -295,7 +295,8 @@ class SamPredictor:
         )
         if mask_input is None:
             dense = dense[:1]  # the same no-mask embedding for every prompt set
-        assert self._image_pe is not None
+        if self._image_pe is None:  # computed once per image; here after a reset_image()
+            self._image_pe = model.prompt_encoder.get_dense_pe()
         return model.mask_decoder(
             image_embeddings=features,
             image_pe=self._image_pe,
