@@ -118,13 +118,8 @@ class SharedImageMaskDecoder(MaskDecoder):
         tokens = self.output_tokens(sparse_prompt_embeddings)
         transformer = self.transformer
         block = transformer.layers[0]
-        queries, query_pe = tokens, tokens
-        if block.skip_first_layer_pe:
-            queries = block.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + block.self_attn(q, q, queries)
-        queries = block.norm1(queries)
+        query_pe = tokens
+        queries = block.token_self_attention(tokens, query_pe)
 
         t2i = block.cross_attn_token_to_image
         q = queries + query_pe

@@ -88,12 +88,7 @@ class TwoWayAttentionBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One block over prompt tokens ``queries`` ``(B, N, C)`` and image tokens ``keys``
         ``(B, H*W, C)``, with their positional encodings added to queries and keys."""
-        if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
+        queries = self.token_self_attention(queries, query_pe)
 
         q = queries + query_pe
         k = keys + key_pe
@@ -104,6 +99,17 @@ class TwoWayAttentionBlock(nn.Module):
         k = keys + key_pe
         keys = self.norm4(keys + self.cross_attn_image_to_token(k, q, queries))
         return queries, keys
+
+    def token_self_attention(self, queries: torch.Tensor, query_pe: torch.Tensor
+                             ) -> torch.Tensor:
+        """Self-attention on the prompt tokens ``(B, N, C)``, then ``norm1``; the first block
+        attends without positional encoding and without a residual."""
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        return self.norm1(queries)
 
 
 class TwoWayTransformer(nn.Module):
