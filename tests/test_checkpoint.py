@@ -203,8 +203,8 @@ def test_non_persistent_buffers_are_built_with_the_model_not_left_on_meta(tmp_pa
 def test_registry_builders_and_default_alias():
     from samkit import list_models, sam_model_registry
 
-    assert list_models() == ["vit_h", "vit_l", "vit_b", "nano"]
-    assert set(sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b", "nano"}
+    assert list_models() == ["vit_h", "vit_l", "vit_b", "vit_t", "nano"]
+    assert set(sam_model_registry) == {"default", "vit_h", "vit_l", "vit_b", "vit_t", "nano"}
     with pytest.raises(ValueError, match="unknown model type 'vit_x'"):
         build_sam("vit_x")
 

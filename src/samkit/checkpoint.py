@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samkit.config import SamConfig, ViTConfig
+from samkit.config import SamConfig, TinyViTConfig, ViTConfig
 from samkit.errors import InputError
 
 _OFFICIAL_HINT = (
@@ -58,9 +58,17 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     return remap_keys(obj)
 
 
+#: Keys of MobileSAM's TinyViT that SAM never uses (its ImageNet classification head).
+_TINY_VIT_UNUSED = re.compile(r"^image_encoder\.(head|norm_head)\.")
+
+
 def remap_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Filter function for foreign layouts: strips ``module.`` (DataParallel) prefixes."""
-    return {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
+    """Filter function for foreign layouts: strips ``module.`` (DataParallel) prefixes and
+    drops the classification head that MobileSAM's ``mobile_sam.pt`` carries."""
+    out = {re.sub(r"^module\.", "", k): v for k, v in state_dict.items()}
+    if "image_encoder.patch_embed.seq.0.c.weight" in out:
+        out = {k: v for k, v in out.items() if not _TINY_VIT_UNUSED.match(k)}
+    return out
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -160,11 +168,35 @@ def _infer_vit(sd: dict[str, torch.Tensor]) -> tuple[ViTConfig, int]:
     return encoder, grid * patch_size
 
 
+def _infer_tiny_vit(sd: dict[str, torch.Tensor]) -> tuple[TinyViTConfig, int]:
+    """MobileSAM's TinyViT from its tensors. The input size is not in the weights (no
+    position table): MobileSAM's 1024 is assumed; samkit checkpoints store their config."""
+    n = _count(sd, r"image_encoder\.layers\.(\d+)\.")
+    dims = [sd["image_encoder.patch_embed.seq.2.c.weight"].shape[0]]
+    heads, windows = [0], [0]  # stage 0 is convolutional
+    for i in range(1, n):
+        biases = sd[f"image_encoder.layers.{i}.blocks.0.attn.attention_biases"]
+        dims.append(sd[f"image_encoder.layers.{i}.blocks.0.attn.proj.weight"].shape[0])
+        heads.append(biases.shape[0])
+        windows.append(round(biases.shape[1] ** 0.5))
+    depths = [_count(sd, rf"image_encoder\.layers\.{i}\.blocks\.(\d+)\.") for i in range(n)]
+    encoder = TinyViTConfig(
+        embed_dims=tuple(dims), depths=tuple(depths), num_heads=tuple(heads),
+        window_sizes=tuple(windows),
+        mlp_ratio=sd["image_encoder.layers.1.blocks.0.mlp.fc1.weight"].shape[0] / dims[1],
+        mbconv_expand_ratio=sd["image_encoder.layers.0.blocks.0.conv1.c.weight"].shape[0]
+        / dims[0],
+        local_conv_size=sd["image_encoder.layers.1.blocks.0.local_conv.c.weight"].shape[-1],
+    )
+    return encoder, 1024
+
+
 #: Image-encoder key layouts: (kind, test on the state dict, inference of config and input
 #: size). The first whose test passes describes the file.
 ENCODER_LAYOUTS: list[tuple[str, Any, Any]] = [
     ("vit", lambda sd: "image_encoder.patch_embed.proj.weight" in sd
      and "image_encoder.blocks.0.attn.rel_pos_h" in sd, _infer_vit),
+    ("tiny_vit", lambda sd: "image_encoder.patch_embed.seq.0.c.weight" in sd, _infer_tiny_vit),
 ]
 
 

@@ -66,8 +66,55 @@ class ViTConfig:
         return [message for ok, message in checks if not ok]
 
 
+@dataclass(frozen=True)
+class TinyViTConfig:
+    """MobileSAM's TinyViT encoder: a convolutional first stage, then windowed attention
+    stages; output stride 16 (the merging into the last stage keeps the resolution).
+
+    Attributes:
+        embed_dims: Width of each stage.
+        depths: Blocks per stage (stage 0: MBConv blocks).
+        num_heads: Attention heads per stage; stage 0 has no attention, its entry is
+            stored as 0 whatever is given (MobileSAM passes a placeholder there).
+        window_sizes: Attention window per stage; stage 0's entry likewise 0.
+        mlp_ratio: MLP hidden width over the stage width.
+        mbconv_expand_ratio: Stage 0's MBConv hidden width over its width.
+        local_conv_size: Kernel of the depthwise convolution in attention blocks.
+    """
+
+    kind: ClassVar[str] = "tiny_vit"
+    embed_dims: tuple[int, ...] = (64, 128, 160, 320)
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (2, 4, 5, 10)
+    window_sizes: tuple[int, ...] = (7, 7, 14, 7)
+    mlp_ratio: float = 4.0
+    mbconv_expand_ratio: float = 4.0
+    local_conv_size: int = 3
+
+    def __post_init__(self) -> None:
+        for name in ("num_heads", "window_sizes"):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, (0, *value[1:]) if value else value)
+
+    def embedding_size(self, image_size: int) -> int:
+        return image_size // 16
+
+    def problems(self, image_size: int) -> list[str]:
+        n = len(self.embed_dims)
+        checks = [
+            (n >= 2, "a TinyViT needs at least two stages"),
+            (len(self.depths) == len(self.num_heads) == len(self.window_sizes) == n,
+             "embed_dims, depths, num_heads and window_sizes need one entry per stage"),
+            (image_size % 16 == 0 and (n == 2 or image_size % (4 * 2 ** (n - 2)) == 0),
+             "image_size must be a multiple of 16 (and of 4 * 2**(stages - 2))"),
+            (all(d % h == 0 for d, h in zip(self.embed_dims[1:], self.num_heads[1:])),
+             "num_heads must divide each attention stage's width"),
+        ]
+        return [message for ok, message in checks if not ok]
+
+
 #: Encoder kinds by name: the ``kind`` stored with a config picks the class.
-ENCODER_CONFIGS: dict[str, type] = {"vit": ViTConfig}
+ENCODER_CONFIGS: dict[str, type] = {"vit": ViTConfig, "tiny_vit": TinyViTConfig}
 
 # The flat spellings of the ViT fields used by samkit before encoders had a config of their
 # own (kept for SamConfig.vit() and for configs stored in older checkpoints).
@@ -164,4 +211,4 @@ class SamConfig:
         return cls(encoder=enc_cls(**_tuples(enc)), **_tuples(data))
 
 
-__all__ = ["ENCODER_CONFIGS", "EncoderConfig", "SamConfig", "ViTConfig"]
+__all__ = ["ENCODER_CONFIGS", "EncoderConfig", "SamConfig", "TinyViTConfig", "ViTConfig"]

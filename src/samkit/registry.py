@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from samkit.config import SamConfig, ViTConfig
+from samkit.config import SamConfig, TinyViTConfig, ViTConfig
 from samkit.errors import InputError
 from samkit.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
@@ -26,7 +26,7 @@ class WeightsInfo:
 
     filename: str
     url: str | None
-    size_bytes: int
+    size_bytes: int  # 0: not recorded
     license: str = "Apache-2.0"
     bundled: bool = False  # shipped inside the package (samkit/weights/)
 
@@ -64,6 +64,12 @@ MODELS: dict[str, ModelEntry] = {
         SamConfig(ViTConfig(768, 12, 12, (2, 5, 8, 11))),
         WeightsInfo("sam_vit_b_01ec64.pth", _OFFICIAL_BASE + "sam_vit_b_01ec64.pth", 375042383),
         "SAM ViT-B (official)",
+    ),
+    "vit_t": ModelEntry(
+        SamConfig(TinyViTConfig()),
+        WeightsInfo("mobile_sam.pt", "https://github.com/ChaoningZhang/MobileSAM/raw/master/"
+                    "weights/mobile_sam.pt", 0, license="Apache-2.0"),
+        "MobileSAM TinyViT (official MobileSAM weights)",
     ),
     "nano": ModelEntry(
         SamConfig(
@@ -164,8 +170,25 @@ def _build_vit(encoder: ViTConfig, config: SamConfig) -> nn.Module:
     )
 
 
+def _build_tiny_vit(encoder: TinyViTConfig, config: SamConfig) -> nn.Module:
+    from samkit.modeling.tiny_vit import TinyViT
+
+    return TinyViT(
+        img_size=config.image_size,
+        embed_dims=tuple(encoder.embed_dims),
+        depths=tuple(encoder.depths),
+        num_heads=tuple(encoder.num_heads),
+        window_sizes=tuple(encoder.window_sizes),
+        mlp_ratio=encoder.mlp_ratio,
+        mbconv_expand_ratio=encoder.mbconv_expand_ratio,
+        local_conv_size=encoder.local_conv_size,
+        out_chans=config.prompt_embed_dim,
+    )
+
+
 #: Image-encoder builders by config kind (``SamConfig.encoder.kind``).
-ENCODER_BUILDERS: dict[str, Callable[[Any, SamConfig], nn.Module]] = {"vit": _build_vit}
+ENCODER_BUILDERS: dict[str, Callable[[Any, SamConfig], nn.Module]] = {
+    "vit": _build_vit, "tiny_vit": _build_tiny_vit}
 
 
 def build_sam_from_config(config: SamConfig) -> Sam:

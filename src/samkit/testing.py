@@ -22,6 +22,14 @@ def lively_state_dict(config: SamConfig, seed: int = 0) -> dict[str, torch.Tenso
     for k, v in sd.items():
         if "pos_embed" in k or "rel_pos" in k:
             sd[k] = 0.2 * torch.randn(v.shape, generator=gen)
+        elif "attention_biases" in k:  # TinyViT: per-offset attention biases
+            sd[k] = 0.5 * torch.randn(v.shape, generator=gen)
+        elif k.endswith("bn.running_var"):  # batch-norm statistics that are not the identity
+            sd[k] = 0.5 + torch.rand(v.shape, generator=gen)
+        elif k.endswith(("bn.running_mean", "bn.bias")):
+            sd[k] = 0.1 * torch.randn(v.shape, generator=gen)
+        elif k.endswith("bn.weight"):
+            sd[k] = 1.0 + 0.1 * torch.randn(v.shape, generator=gen)
     # Spatially constant upscaling kernels make masks follow the image content (blobs) instead
     # of a 4x4 checkerboard, and a sharper positional encoding makes them depend on the click.
     for key in ("mask_decoder.output_upscaling.0.weight", "mask_decoder.output_upscaling.3.weight"):

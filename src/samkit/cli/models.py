@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
         if w is not None:
             n_bytes = w.bundled_path().stat().st_size if w.bundled and w.bundled_path().exists() \
                 else w.size_bytes
-            size = f"{n_bytes / 2**20:.1f} MiB" if n_bytes else "missing"
+            size = f"{n_bytes / 2**20:.1f} MiB" if n_bytes else (
+                "missing" if w.bundled else "-")
         filename = "-" if w is None else w.filename + (" (bundled)" if w.bundled else "")
         rows.append((name, f"{n_params / 1e6:.1f}M", filename, size, entry.description))
     header = ("model", "params", "checkpoint", "size", "")
@@ -35,4 +36,6 @@ def run(args: argparse.Namespace) -> int:
     aliases = ", ".join(f"{a} = {t}" for a, t in DEFAULT_ALIASES.items())
     print(f"\naliases: {aliases}")
     print("official checkpoints: https://dl.fbaipublicfiles.com/segment_anything/<checkpoint>")
+    print("MobileSAM (vit_t): https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/"
+          "mobile_sam.pt")
     return 0
