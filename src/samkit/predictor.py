@@ -92,7 +92,6 @@ class SamPredictor:
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         input_image = self.model.preprocess(transformed_image.to(self.device))
         self.features = self.model.embed(input_image)
-        self._image_pe = self.model.prompt_encoder.get_dense_pe()
         self.orig_h, self.orig_w = self.original_size
         self.input_h, self.input_w = self.input_size
         self.is_image_set = True
@@ -146,8 +145,6 @@ class SamPredictor:
             input_size = self.transform.get_preprocess_shape(h, w, self.transform.target_length)
         self.reset_image()
         self.features = embedding.to(self.device, torch.float32)
-        with torch.no_grad():
-            self._image_pe = self.model.prompt_encoder.get_dense_pe()
         self.original_size = (h, w)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.orig_h, self.orig_w = self.original_size
@@ -295,7 +292,7 @@ class SamPredictor:
         )
         if mask_input is None:
             dense = dense[:1]  # the same no-mask embedding for every prompt set
-        if self._image_pe is None:  # computed once per image; here after a reset_image()
+        if self._image_pe is None:  # once per image (reset_image clears it), not per call
             self._image_pe = model.prompt_encoder.get_dense_pe()
         return model.mask_decoder(
             image_embeddings=features,
@@ -340,7 +337,6 @@ class SamPredictor:
         if not isinstance(images, (list, tuple)) or len(images) == 0:
             raise InputError("set_image_batch expects a non-empty list of images")
         self._batch = []
-        self._image_pe = self.model.prompt_encoder.get_dense_pe()
         prepared = []
         for img in images:
             rgb = to_rgb_uint8(img, image_format)

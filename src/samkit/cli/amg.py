@@ -32,13 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from samkit.amg import SamAutomaticMaskGenerator
     from samkit.io.formats import DatasetWriter, ImageEntry, Instance, directory_sink
     from samkit.io.image import list_images, load_image
-    from samkit.ops import decode_coco_rle
 
     images = list_images(args.input)
     if not images:
         raise CliError(f"no images found in {args.input}")
     model = load_model(args)
-    generator = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **amg_params(args))
+    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **amg_params(args))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     writer = DatasetWriter(args.format, directory_sink(out),
@@ -53,10 +52,9 @@ def run(args: argparse.Namespace) -> int:
         records = generator.generate(image)
         h, w = image.shape[:2]
         instances = [
-            Instance(mask=rec["segmentation"] if not isinstance(rec["segmentation"], dict)
-                     else decode_coco_rle(rec["segmentation"]),
-                     score=rec["predicted_iou"],
-                     extra={"predicted_iou": rec["predicted_iou"],
+            Instance(rle=rec["segmentation"], score=rec["predicted_iou"],
+                     extra={"area": rec["area"], "bbox": [int(v) for v in rec["bbox"]],
+                            "predicted_iou": rec["predicted_iou"],
                             "stability_score": rec["stability_score"],
                             "point_coords": rec["point_coords"], "crop_box": rec["crop_box"]})
             for rec in records

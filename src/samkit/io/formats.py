@@ -42,11 +42,9 @@ FORMATS = ("coco", "coco_polygons", "yolo", "png", "labelme", "mask_pngs", "rle_
 # -- masks <-> RLE / polygons ----------------------------------------------------------------
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO compressed RLE ``{"size": [H, W], "counts": str}`` of an ``(H, W)`` bool mask."""
-    from pycocotools import mask as mask_utils
+    from samkit.ops.rle import encode_coco_masks
 
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    rle["counts"] = rle["counts"].decode("utf-8")
-    return rle
+    return encode_coco_masks(np.asarray(mask, dtype=bool)[None])[0]
 
 
 def decode_segmentation(seg: Any, h: int, w: int) -> np.ndarray:
@@ -67,14 +65,9 @@ def decode_segmentation(seg: Any, h: int, w: int) -> np.ndarray:
             if [int(v) for v in seg["size"]] != [h, w]:
                 raise InputError(f"segmentation size {seg['size']} is not the image's "
                                  f"({h}, {w})")
-            counts = seg["counts"]
-            if isinstance(counts, list):
-                if sum(counts) != h * w:
-                    raise InputError(f"RLE counts sum to {sum(counts)}, expected {h * w}")
-                rle = mask_utils.frPyObjects(seg, h, w)
-            else:
-                rle = {"size": [h, w],
-                       "counts": counts.encode() if isinstance(counts, str) else counts}
+            from samkit.ops.rle import decode_coco_rle
+
+            return decode_coco_rle(seg)  # compressed or list counts
         return mask_utils.decode(rle).astype(bool)
     except InputError:
         raise

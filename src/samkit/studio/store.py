@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from samkit.errors import InputError
-from samkit.ops.rle import decode_coco_rle, encode_coco_masks
+from samkit.io.formats import encode_rle, mask_bbox
+from samkit.ops.rle import decode_coco_rle
 
 DB_NAME = "samkit_project.sqlite"
 STATUSES = ("todo", "in_progress", "done")
@@ -104,13 +105,7 @@ class Instance:
 def mask_record(mask: np.ndarray) -> tuple[str, int, tuple[int, int, int, int]]:
     """COCO RLE counts, area and XYWH box of an ``(H, W)`` bool mask."""
     mask = np.asarray(mask, dtype=bool)
-    rle = encode_coco_masks(mask[None])[0]["counts"]
-    area = int(mask.sum())
-    if area == 0:
-        return rle, 0, (0, 0, 0, 0)
-    ys = np.flatnonzero(mask.any(axis=1))
-    xs = np.flatnonzero(mask.any(axis=0))
-    return rle, area, (int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1))
+    return encode_rle(mask)["counts"], int(mask.sum()), mask_bbox(mask)
 
 
 class ProjectStore:
