@@ -199,6 +199,15 @@ def test_non_persistent_buffers_are_built_with_the_model_not_left_on_meta(tmp_pa
     assert not m.table.is_meta and m.table.tolist() == [0, 2, 4, 6, 8]
     assert not nn.Linear(2, 2).weight.is_meta  # the patch ends with the block
 
+    import threading
+
+    other: list = []
+    with parameters_on_meta():  # another thread building meanwhile is not affected
+        t = threading.Thread(target=lambda: other.append(nn.Linear(2, 2)))
+        t.start()
+        t.join()
+    assert not other[0].weight.is_meta
+
 
 def test_registry_builders_and_default_alias():
     from samkit import list_models, sam_model_registry

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -224,25 +225,33 @@ def build_sam_from_config(config: SamConfig) -> Sam:
     return use_exact_defaults(model).eval()
 
 
+_META_BUILD = threading.Lock()
+
+
 @contextmanager
 def parameters_on_meta() -> Iterator[None]:
     """Build modules with their parameters on the meta device (no memory, no random init)
     while buffers, persistent or not, are made as usual: the buffers a checkpoint does not
     hold (``pixel_mean``, anything computed in ``__init__``) come out right for any module,
-    and the parameters are then taken from the file with ``load_state_dict(assign=True)``."""
+    and the parameters are then taken from the file with ``load_state_dict(assign=True)``.
+
+    Only modules built by the thread inside the block are affected (a server's other threads
+    keep building ordinary modules meanwhile); nested or concurrent uses take turns."""
     register = nn.Module.register_parameter
+    owner = threading.get_ident()
 
     def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
         register(module, name, param)
-        if param is not None:
+        if param is not None and threading.get_ident() == owner:
             module._parameters[name] = nn.Parameter(param.to("meta"),
                                                     requires_grad=param.requires_grad)
 
-    nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register  # type: ignore[method-assign]
+    with _META_BUILD:
+        nn.Module.register_parameter = on_meta  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
 def build_sam(
