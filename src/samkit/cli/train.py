@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.set_defaults(func=run_synth)
 
     tr = sub.add_parser("train", help="train a model on synthetic scenes (resumes from --out)")
-    tr.add_argument("--config", default="nano", help="registered model config (default nano)")
+    tr.add_argument("--config", default="nano",
+                    help="registered model config (default nano), or a JSON file holding a "
+                         "SamConfig (SamConfig.to_dict()); the weights file is named after it")
     tr.add_argument("--out", type=Path, required=True, help="run directory")
     tr.add_argument("--steps", type=int, default=None, help="optimizer steps (default 1500)")
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
@@ -28,6 +30,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--targets-per-image", type=int, default=None)
     tr.add_argument("--click-rounds", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
+    tr.add_argument("--box-fraction", type=float, default=None,
+                    help="share of targets prompted by a box first (default 0.5)")
+    tr.add_argument("--easy-fraction", type=float, default=None,
+                    help="share of the steps that sees easy scenes (default 0.25)")
+    tr.add_argument("--warmup-steps", type=int, default=None)
+    tr.add_argument("--eval-every", type=int, default=None, help="steps between quick evals")
+    tr.add_argument("--bf16", action="store_true",
+                    help="bfloat16 autocast (GPUs; CPUs with AVX-512 BF16 or AMX)")
+    tr.add_argument("--workers", type=int, default=0,
+                    help="processes that draw scenes ahead of the model (default 0: none)")
+    tr.add_argument("--schedule", choices=["steps", "time"], default=None,
+                    help="learning-rate decay over --steps (default) or over --time-limit")
+    tr.add_argument("--checkpoint-minutes", type=float, default=None,
+                    help="also checkpoint (last.pt and the weights) after this many minutes")
     tr.add_argument("--time-limit", type=float, default=None, help="stop after this many minutes")
     tr.add_argument("--stop-after", type=int, default=None,
                     help="stop at this step (the schedule still spans --steps); resume later")
@@ -48,16 +64,37 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
+    from samkit.config import SamConfig
+    from samkit.errors import InputError
     from samkit.train.loop import TrainConfig, train
 
-    cfg = TrainConfig(model=args.config)
-    overrides = {k: getattr(args, k) for k in ("steps", "lr", "images_per_step",
-                                                "targets_per_image", "click_rounds", "seed")}
-    cfg = TrainConfig(**{**cfg.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    name, model_config = args.config, None
+    if args.config.endswith(".json"):
+        path = Path(args.config)
+        if not path.is_file():
+            raise InputError(f"--config {path}: no such file (expected a SamConfig JSON or a "
+                             "registered name such as nano)")
+        try:
+            model_config = SamConfig.from_dict(json.loads(path.read_text()))
+        except (ValueError, TypeError, KeyError) as e:
+            raise InputError(f"--config {path}: not a SamConfig JSON ({e})") from None
+        name = path.stem
+    overrides = {k: getattr(args, k) for k in (
+        "steps", "lr", "images_per_step", "targets_per_image", "click_rounds", "seed",
+        "box_fraction", "easy_fraction", "warmup_steps", "eval_every", "schedule")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.bf16:
+        overrides["bf16"] = True
     if args.time_limit is not None:
-        cfg.time_limit_s = args.time_limit * 60
+        overrides["time_limit_s"] = args.time_limit * 60
+    if args.checkpoint_minutes is not None:
+        overrides["checkpoint_every_s"] = args.checkpoint_minutes * 60
+    cfg = TrainConfig(**{**TrainConfig(model=name).__dict__, **overrides})
     summary = train(cfg, args.out, resume=not args.restart, device=args.device,
-                    init_from=args.init, stop_after=args.stop_after)
+                    init_from=args.init, stop_after=args.stop_after, model_config=model_config,
+                    workers=args.workers)
     print(f"trained {summary['steps']} steps in {summary['wall_time_s']:.0f} s; weights: "
           f"{summary['weights']}")
     return 0

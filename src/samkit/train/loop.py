@@ -64,24 +64,46 @@ class TrainConfig:
     seed: int = 0
     bf16: bool = False
     time_limit_s: float | None = None
+    # "steps": warm-up then cosine over ``steps``; "time": the cosine runs over
+    # ``time_limit_s`` of wall time (for time-boxed runs: a GPU lease, a session)
+    schedule: str = "steps"
+    checkpoint_every_s: float | None = None  # also checkpoint after this much wall time
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("steps", "time"):
+            raise InputError(f"schedule must be 'steps' or 'time', not {self.schedule!r}")
+        if self.schedule == "time" and not self.time_limit_s:
+            raise InputError("schedule='time' needs a time limit (--time-limit)")
+
+    def same_run(self, other: TrainConfig) -> bool:
+        """Whether ``other`` continues this run: only the length, the time limit and how often
+        to checkpoint may change on resume."""
+        keep = {"steps": self.steps, "time_limit_s": self.time_limit_s,
+                "checkpoint_every_s": self.checkpoint_every_s}
+        return dataclasses.replace(other, **keep) == self
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio``."""
+def lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio`` over the steps
+    (or, with ``schedule="time"``, over ``time_limit_s`` given the run's ``elapsed_s``)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    if cfg.schedule == "time" and cfg.time_limit_s:
+        progress = min(1.0, (elapsed_s or 0.0) / cfg.time_limit_s)
+    else:
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     floor = cfg.lr * cfg.min_lr_ratio
     return floor + (cfg.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def init_weights(model: Sam, seed: int) -> None:
-    """Initialisation for training from scratch: ViT-style for the image encoder (positions
-    get small noise, not zeros); the prompt encoder and mask decoder keep PyTorch's default
+    """Initialisation for training from scratch: ViT-style for the image encoder's linear
+    layers (a ViT's absolute positions get small noise, not zeros; a TinyViT's convolutions
+    and batch norms keep PyTorch's defaults); the prompt encoder and mask decoder keep PyTorch's default
     initialisation, whose larger attention weights let prompts steer masks from the start."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        pe = model.image_encoder.pos_embed
+        pe = getattr(model.image_encoder, "pos_embed", None)
         if pe is not None:
             pe.copy_(torch.randn(pe.shape, generator=gen) * 0.02)
         for m in model.image_encoder.modules():
@@ -135,6 +157,59 @@ def scene_batch(split: str, start: int, n: int, size: int, k: int,
         images.append(img)
         targets.append(t)
     return Batch(torch.stack(images), targets)
+
+
+class SceneSteps(torch.utils.data.Dataset):
+    """Map-style dataset over training steps: item ``step`` is that step's scenes, so worker
+    processes can draw them ahead of the model and a resumed run sees the same data.
+
+    Each item holds ``images`` ``(B, 3, S, S)`` uint8, ``masks`` ``(N, S, S // 8)`` uint8 (the
+    instance masks of all images, bits packed along x by :func:`numpy.packbits`; unpack with
+    :func:`unpack_masks`) and ``counts`` ``(B,)`` (instances per image).
+    """
+
+    def __init__(self, cfg: TrainConfig, size: int) -> None:
+        if size % 8:
+            raise InputError(f"image size {size} must be a multiple of 8")
+        self.cfg, self.size = cfg, size
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        rng = np.random.default_rng([cfg.seed, step])
+        easy = step < cfg.easy_fraction * cfg.steps
+        batch = scene_batch("train", step * cfg.images_per_step, cfg.images_per_step,
+                            self.size, cfg.targets_per_image, rng, easy=easy)
+        masks = np.packbits(torch.cat(batch.targets).numpy(), axis=-1)
+        return {"images": batch.images, "masks": torch.from_numpy(masks),
+                "counts": torch.tensor([t.shape[0] for t in batch.targets])}
+
+
+def unpack_masks(packed: torch.Tensor) -> torch.Tensor:
+    """``(..., W // 8)`` uint8 (bits packed big-endian along x) -> ``(..., W)`` bool, on the
+    tensor's device."""
+    bits = torch.arange(7, -1, -1, device=packed.device, dtype=torch.uint8)
+    return ((packed[..., None] >> bits) & 1).flatten(-2).bool()
+
+
+def _worker_init(_: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # one core per worker: the workers are the parallelism
+    torch.set_num_threads(1)
+
+
+def step_loader(cfg: TrainConfig, size: int, first_step: int, workers: int
+                ) -> torch.utils.data.DataLoader:
+    """Batches for steps ``first_step .. cfg.steps - 1``, drawn by ``workers`` processes (0:
+    in this process)."""
+    return torch.utils.data.DataLoader(
+        SceneSteps(cfg, size), batch_size=None, sampler=range(first_step, cfg.steps),
+        num_workers=workers, pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None, worker_init_fn=_worker_init if workers else None,
+    )
 
 
 # -- one step ------------------------------------------------------------------------------
@@ -243,7 +318,8 @@ def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> di
 def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True,
           device: str | None = None, progress: bool = True,
           model_config: SamConfig | None = None, stop_after: int | None = None,
-          init_from: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+          init_from: str | os.PathLike[str] | None = None, workers: int = 0
+          ) -> dict[str, Any]:
     """Train (or resume) and write ``last.pt``, ``<model>.safetensors`` and ``log.jsonl``.
 
     Args:
@@ -256,6 +332,8 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         stop_after: Stop (as if interrupted) once this step is reached; a later call resumes.
         init_from: Start from these weights (e.g. the bundled nano) instead of scratch;
             ignored when resuming.
+        workers: Processes that draw scenes ahead of the model (0: the training process).
+            The data of a step does not depend on it.
     """
     from tqdm import tqdm
 
@@ -283,8 +361,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
         state = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        saved = TrainConfig(**state["train_config"])
-        if dataclasses.replace(saved, steps=cfg.steps, time_limit_s=cfg.time_limit_s) != cfg:
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        saved = TrainConfig(**{k: v for k, v in state["train_config"].items() if k in known})
+        if not cfg.same_run(saved):
             raise InputError(f"{ckpt_path} was written with another TrainConfig: {saved}; "
                              "use another --out or --restart")
         if SamConfig.from_dict(state["config"]) != model_cfg:
@@ -305,24 +384,26 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(ckpt_path)  # atomic: an interrupted save never corrupts last.pt
+        weights_tmp = save_checkpoint(model, out / f"{cfg.model}.safetensors.tmp", model_cfg)
+        weights_tmp.replace(out / f"{cfg.model}.safetensors")  # usable even if cut short
 
+    last_save = time.time()
+    batches = iter(step_loader(cfg, size, step, workers))
     while step < cfg.steps:
         if cfg.time_limit_s is not None and time.time() - t_start > cfg.time_limit_s:
             break
         if stop_after is not None and step >= stop_after:
             break
+        lr = lr_at(step, cfg, time.time() - t_start)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        rng = np.random.default_rng([cfg.seed, step])  # the step's data and prompts are a
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # function of step
-        easy = step < cfg.easy_fraction * cfg.steps
-        batch = scene_batch("train", step * cfg.images_per_step, cfg.images_per_step, size,
-                            cfg.targets_per_image, rng, easy=easy)
+            group["lr"] = lr
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # prompts: f(step)
+        data = next(batches)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            feats = model.image_encoder(model.preprocess(batch.images.to(dev).float()))
-            counts = [t.shape[0] for t in batch.targets]
-            f = torch.repeat_interleave(feats, torch.tensor(counts, device=dev), dim=0)
-            gt = torch.cat(batch.targets).to(dev)
+            feats = model.image_encoder(
+                model.preprocess(data["images"].to(dev, non_blocking=True).float()))
+            f = torch.repeat_interleave(feats, data["counts"].to(dev), dim=0)
+            gt = unpack_masks(data["masks"].to(dev, non_blocking=True))
             use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < cfg.box_fraction
             loss, stats = interactive_loss(model, f, gt, use_box, cfg.click_rounds, size, gen,
                                            (cfg.focal_weight, cfg.dice_weight))
@@ -331,8 +412,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
         opt.step()
         step += 1
-        record = {"step": step, "loss": float(loss.detach()), "lr": lr_at(step - 1, cfg),
-                  "grad_norm": grad_norm, "time_s": round(time.time() - t_start, 1), **stats}
+        record = {"step": step, "loss": float(loss.detach()), "lr": lr,
+                  "grad_norm": grad_norm, "time_s": round(time.time() - t_start, 1),
+                  "pairs": int(gt.shape[0]), **stats}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = quick_eval(model, cfg.eval_scenes, size)
             record.update(metrics)
@@ -341,17 +423,22 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         bar.set_postfix(loss=f"{record['loss']:.3f}", iou=f"{stats['iou_r0']:.2f}",
                         **{k[4:]: f"{v:.3f}" for k, v in metrics.items()})
         bar.update(1)
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+        timed = cfg.checkpoint_every_s is not None and \
+            time.time() - last_save >= cfg.checkpoint_every_s
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or timed:
             save()
+            last_save = time.time()
     bar.close()
+    del batches  # stops the workers
     save()
     model.eval()
-    weights = save_checkpoint(model.cpu(), out / f"{cfg.model}.safetensors", model_cfg)
+    weights = out / f"{cfg.model}.safetensors"
     summary = {
         "steps": step, "wall_time_s": round(time.time() - t_start, 1),
         "hardware": f"{platform.processor() or platform.machine()}, "
                     f"{torch.get_num_threads()} threads, {dev.type}",
-        "train_config": dataclasses.asdict(cfg), "final_quick_eval": metrics,
+        "train_config": dataclasses.asdict(cfg), "workers": workers,
+        "final_quick_eval": metrics,
         "weights": str(weights),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
