@@ -73,6 +73,6 @@ for r in rows:
               f"point {r['val_miou_point']:.3f}")
 EOF
 wait
-python3 -m samkit eval /tmp/heldout/annotations.json --images /tmp/heldout/images \
+[ "${SKIP_EVAL:-0}" = 1 ] || python3 -m samkit eval /tmp/heldout/annotations.json --images /tmp/heldout/images \
   --checkpoint "$RUN/nano_v2.safetensors" --device "$DEVICE" --prompts point1,point5,box,box+point \
   -o "$OUT/eval.json" 2>&1 | tail -12

@@ -233,3 +233,30 @@ def test_checkpoint_tensors_become_the_parameters(tmp_path, legacy):
     assert torch.equal(model.pixel_mean, src.pixel_mean)
     assert torch.equal(model.pixel_std, src.pixel_std)
     assert all(p.requires_grad for p in model.parameters())  # trainable as before
+
+
+def test_pruned_vit_with_explicit_mlp_width(tmp_path):
+    """SlimSAM-style pruned ViTs: any width and an explicit MLP width build, save, are
+    recognised from their tensors and match the official encoder with the same widths."""
+    import dataclasses
+
+    from samkit.config import SamConfig, ViTConfig
+
+    pruned = dataclasses.replace(
+        TINY, encoder=ViTConfig(embed_dim=48, depth=2, num_heads=3, global_attn_indexes=(1,),
+                                patch_size=16, window_size=4, mlp_dim=72))
+    model = build_sam_from_config(pruned).eval()
+    assert model.image_encoder.blocks[0].mlp.lin1.out_features == 72
+    state = lively_state_dict(pruned, seed=3)
+    model.load_state_dict(state)
+    path = tmp_path / "pruned.pth"
+    torch.save(state, path)
+    again = build_sam(checkpoint=path)  # no config stored: read from the shapes
+    assert again.config.encoder.mlp_dim == 72 and again.config.encoder.embed_dim == 48
+    assert SamConfig.from_dict(again.config.to_dict()) == again.config
+    ref = build_official(dataclasses.replace(
+        pruned, encoder=dataclasses.replace(pruned.encoder, mlp_ratio=72 / 48, mlp_dim=None)))
+    ref.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, pruned.image_size, pruned.image_size)
+    with torch.no_grad():
+        assert torch.equal(model.image_encoder(x), ref.eval().image_encoder(x))

@@ -184,3 +184,71 @@ def test_training_runs_on_cuda(tmp_path):
     summary = train(short, tmp_path, progress=False, model_config=MICRO, device="cuda")
     assert summary["steps"] == 3 and "cuda" in summary["hardware"]
     assert summary["final_quick_eval"]["val_miou_box"] >= 0
+
+
+def test_packed_masks_unpack_exactly():
+    from samkit.train.loop import unpack_masks
+
+    m = torch.rand(3, 16, 40, generator=torch.Generator().manual_seed(0)) > 0.5
+    packed = torch.from_numpy(np.packbits(m.numpy(), axis=-1))
+    assert packed.shape == (3, 16, 5) and torch.equal(unpack_masks(packed), m)
+
+
+def test_worker_processes_draw_the_same_steps():
+    from samkit.train.loop import step_loader
+
+    cfg = dataclasses.replace(CFG, steps=5)
+    local = list(step_loader(cfg, MICRO.image_size, 2, workers=0))
+    ahead = list(step_loader(cfg, MICRO.image_size, 2, workers=2))
+    assert len(local) == len(ahead) == 3  # steps 2, 3, 4: a resumed run starts mid-stream
+    for a, b in zip(local, ahead):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    later = dataclasses.replace(cfg, first_scene=100)
+    assert not torch.equal(next(iter(step_loader(later, MICRO.image_size, 2, 0)))["images"],
+                           local[0]["images"])
+
+
+def test_time_schedule_decays_over_the_time_limit():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1, schedule="time",
+                      time_limit_s=100.0)
+    assert lr_at(5, cfg, 0.0) == pytest.approx(6e-4)  # warm-up counts steps
+    assert lr_at(1000, cfg, 0.0) == pytest.approx(1e-3)
+    assert lr_at(1000, cfg, 50.0) == pytest.approx(1e-4 + 0.9e-3 * 0.5)
+    assert lr_at(10, cfg, 100.0) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="time limit"):
+        TrainConfig(schedule="time")
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="epochs")
+
+
+def test_cli_trains_a_config_from_json_with_workers_and_timed_checkpoints(tmp_path, capsys):
+    import json
+
+    from samkit.cli import main
+
+    cfg_file = tmp_path / "micro.json"
+    cfg_file.write_text(json.dumps(MICRO.to_dict()))
+    out = tmp_path / "run"
+    args = ["train", "--config", str(cfg_file), "--out", str(out), "--steps", "3",
+            "--images-per-step", "1", "--targets-per-image", "2", "--workers", "1",
+            "--checkpoint-minutes", "0.0001", "--eval-every", "2"]
+    assert main(args) == 0
+    model = build_sam(checkpoint=out / "micro.safetensors")
+    assert model.config == MICRO
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and "val_miou_box" in rows[1]
+    assert all(r["pairs"] >= 1 for r in rows)
+    # resumes with another worker count (the data does not depend on it): nothing left to do
+    assert main(args[:-6] + ["--workers", "0", "--checkpoint-minutes", "5"] + args[-2:]) == 0
+    assert main(["train", "--config", str(tmp_path / "nope.json"), "--out", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_a_run_stopped_between_evals_is_evaluated_at_the_end(tmp_path):
+    import json
+
+    cfg = dataclasses.replace(CFG, steps=10, eval_every=4)
+    train(cfg, tmp_path, progress=False, model_config=MICRO, stop_after=6)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 6 and rows[-1]["eval_only"] and "val_miou_box" in rows[-1]

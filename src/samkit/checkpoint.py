@@ -160,10 +160,12 @@ def _infer_vit(sd: dict[str, torch.Tensor]) -> tuple[ViTConfig, int]:
     local = [i for i in range(depth) if i not in global_idx]
     window = (sd[f"image_encoder.blocks.{local[0]}.attn.rel_pos_h"].shape[0] + 1) // 2 \
         if local else 14
+    mlp = sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0]
     encoder = ViTConfig(
         embed_dim=dim, depth=depth, num_heads=dim // head_dim, global_attn_indexes=global_idx,
         patch_size=patch_size, window_size=window,
-        mlp_ratio=sd["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / dim,
+        # SAM's 4x, else an explicit width (pruned models such as SlimSAM's)
+        mlp_dim=None if mlp == 4 * dim else mlp,
     )
     return encoder, grid * patch_size
 

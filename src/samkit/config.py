@@ -41,6 +41,8 @@ class ViTConfig:
         patch_size: Patch side in pixels (the embedding's stride).
         window_size: Window side in tokens for the windowed blocks.
         mlp_ratio: MLP hidden width over ``embed_dim``.
+        mlp_dim: Explicit MLP hidden width (pruned models such as SlimSAM's); ``None`` means
+            ``int(embed_dim * mlp_ratio)``.
     """
 
     kind: ClassVar[str] = "vit"
@@ -51,6 +53,7 @@ class ViTConfig:
     patch_size: int = 16
     window_size: int = 14
     mlp_ratio: float = 4.0
+    mlp_dim: int | None = None
 
     def embedding_size(self, image_size: int) -> int:
         return image_size // self.patch_size
@@ -62,6 +65,7 @@ class ViTConfig:
              "encoder_num_heads must divide encoder_embed_dim"),
             (all(0 <= i < self.depth for i in self.global_attn_indexes),
              "encoder_global_attn_indexes must index blocks below encoder_depth"),
+            (self.mlp_dim is None or self.mlp_dim > 0, "mlp_dim must be positive"),
         ]
         return [message for ok, message in checks if not ok]
 

@@ -74,16 +74,15 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "nano": ModelEntry(
         SamConfig(
-            ViTConfig(embed_dim=192, depth=6, num_heads=3, global_attn_indexes=(2, 5),
-                      patch_size=16, window_size=8),
+            # a small TinyViT (MobileSAM's encoder family; configs/nano_v2.json)
+            TinyViTConfig(embed_dims=(32, 64, 160, 320), depths=(1, 2, 6, 2),
+                          num_heads=(0, 2, 5, 10), window_sizes=(0, 8, 16, 32)),
             image_size=512, prompt_embed_dim=128, mask_in_chans=16, decoder_depth=2,
             decoder_num_heads=4, decoder_mlp_dim=512, iou_head_hidden_dim=128,
         ),
         WeightsInfo("nano.safetensors", None, 0, bundled=True),
-        "samkit nano (trained on synthetic scenes, bundled)",
-        # best F1 on 16 validation scenes (benchmarks/nano_amg_calibration.py): nano's
-        # predicted IoUs stay below 0.3, so the official 0.88 would keep nothing
-        amg_defaults=(("pred_iou_thresh", 0.0), ("stability_score_thresh", 0.9)),
+        "samkit nano v2 (TinyViT, trained on synthetic scenes, bundled)",
+        amg_defaults=(),
     ),
 }
 DEFAULT_ALIASES = {"default": "vit_h"}
@@ -168,6 +167,7 @@ def _build_vit(encoder: ViTConfig, config: SamConfig) -> nn.Module:
         out_chans=config.prompt_embed_dim,
         window_size=encoder.window_size,
         global_attn_indexes=tuple(encoder.global_attn_indexes),
+        mlp_dim=encoder.mlp_dim,
     )
 
 

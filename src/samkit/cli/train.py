@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--easy-fraction", type=float, default=None,
                     help="share of the steps that sees easy scenes (default 0.25)")
     tr.add_argument("--warmup-steps", type=int, default=None)
+    tr.add_argument("--first-scene", type=int, default=None,
+                    help="index of the first training scene (a later stage that starts from "
+                         "--init weights can draw scenes the earlier stages never saw)")
     tr.add_argument("--eval-every", type=int, default=None, help="steps between quick evals")
     tr.add_argument("--bf16", action="store_true",
                     help="bfloat16 autocast (GPUs; CPUs with AVX-512 BF16 or AMX)")
@@ -83,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         name = path.stem
     overrides = {k: getattr(args, k) for k in (
         "steps", "lr", "images_per_step", "targets_per_image", "click_rounds", "seed",
-        "box_fraction", "easy_fraction", "warmup_steps", "eval_every", "schedule")}
+        "box_fraction", "easy_fraction", "warmup_steps", "eval_every", "schedule",
+        "first_scene")}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.bf16:
         overrides["bf16"] = True

@@ -165,13 +165,14 @@ class Block(nn.Module):
         window_size: int,
         input_size: tuple[int, int],
         norm_eps: float = 1e-6,
+        mlp_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         attn_size = input_size if window_size == 0 else (window_size, window_size)
         self.attn = Attention(dim, num_heads, qkv_bias, use_rel_pos, attn_size)
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = MLPBlock(dim, int(dim * mlp_ratio), nn.GELU)
+        self.mlp = MLPBlock(dim, mlp_dim or int(dim * mlp_ratio), nn.GELU)
         self.window_size = window_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,6 +218,7 @@ class ImageEncoderViT(nn.Module):
         use_rel_pos: bool = True,
         window_size: int = 14,
         global_attn_indexes: tuple[int, ...] = (),
+        mlp_dim: int | None = None,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -234,6 +236,7 @@ class ImageEncoderViT(nn.Module):
                 use_rel_pos,
                 window_size=0 if i in global_attn_indexes else window_size,
                 input_size=(grid, grid),
+                mlp_dim=mlp_dim,
             )
             for i in range(depth)
         )

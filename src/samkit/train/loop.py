@@ -68,6 +68,7 @@ class TrainConfig:
     # ``time_limit_s`` of wall time (for time-boxed runs: a GPU lease, a session)
     schedule: str = "steps"
     checkpoint_every_s: float | None = None  # also checkpoint after this much wall time
+    first_scene: int = 0  # step s draws training scenes first_scene + s * images_per_step ...
 
     def __post_init__(self) -> None:
         if self.schedule not in ("steps", "time"):
@@ -180,8 +181,8 @@ class SceneSteps(torch.utils.data.Dataset):
         cfg = self.cfg
         rng = np.random.default_rng([cfg.seed, step])
         easy = step < cfg.easy_fraction * cfg.steps
-        batch = scene_batch("train", step * cfg.images_per_step, cfg.images_per_step,
-                            self.size, cfg.targets_per_image, rng, easy=easy)
+        batch = scene_batch("train", cfg.first_scene + step * cfg.images_per_step,
+                            cfg.images_per_step, self.size, cfg.targets_per_image, rng, easy=easy)
         masks = np.packbits(torch.cat(batch.targets).numpy(), axis=-1)
         return {"images": batch.images, "masks": torch.from_numpy(masks),
                 "counts": torch.tensor([t.shape[0] for t in batch.targets])}
@@ -430,6 +431,11 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
             last_save = time.time()
     bar.close()
     del batches  # stops the workers
+    if step and step % cfg.eval_every and step != cfg.steps:  # stopped between evals
+        metrics = quick_eval(model, cfg.eval_scenes, size)
+        log.write(json.dumps({"step": step, "eval_only": True,
+                              "time_s": round(time.time() - t_start, 1), **metrics}) + "\n")
+        log.flush()
     save()
     model.eval()
     weights = out / f"{cfg.model}.safetensors"
