@@ -37,7 +37,7 @@ def calibration(pred: np.ndarray, true: np.ndarray, bins: int = 10) -> dict[str,
               for b in range(bins) if (idx == b).any())
     kept = pred >= 0.88
     return {
-        "n": int(len(pred)),
+        "n": len(pred),
         "pearson_r": float(np.corrcoef(pred, true)[0, 1]),
         "ece": float(ece),
         "mean_predicted": float(pred.mean()),
@@ -83,7 +83,7 @@ def main() -> None:
     for key, values in pairs.items():
         arr = np.array(values)
         rows[key] = calibration(arr[:, 0], arr[:, 1])
-    rows["all"] = calibration(*np.array(sum(pairs.values(), [])).T)
+    rows["all"] = calibration(*np.array([p for v in pairs.values() for p in v]).T)
     report = {"images": args.images, "checkpoint": args.checkpoint or "bundled nano",
               "machine": platform.processor() or platform.machine(), "rows": rows}
     for key, row in rows.items():

@@ -240,7 +240,7 @@ def test_cli_trains_a_config_from_json_with_workers_and_timed_checkpoints(tmp_pa
     assert [r["step"] for r in rows] == [1, 2, 3] and "val_miou_box" in rows[1]
     assert all(r["pairs"] >= 1 for r in rows)
     # resumes with another worker count (the data does not depend on it): nothing left to do
-    assert main(args[:-6] + ["--workers", "0", "--checkpoint-minutes", "5"] + args[-2:]) == 0
+    assert main([*args[:-6], "--workers", "0", "--checkpoint-minutes", "5", *args[-2:]]) == 0
     assert main(["train", "--config", str(tmp_path / "nope.json"), "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
 

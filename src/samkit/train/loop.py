@@ -100,8 +100,9 @@ def lr_at(step: int, cfg: TrainConfig, elapsed_s: float | None = None) -> float:
 def init_weights(model: Sam, seed: int) -> None:
     """Initialisation for training from scratch: ViT-style for the image encoder's linear
     layers (a ViT's absolute positions get small noise, not zeros; a TinyViT's convolutions
-    and batch norms keep PyTorch's defaults); the prompt encoder and mask decoder keep PyTorch's default
-    initialisation, whose larger attention weights let prompts steer masks from the start."""
+    and batch norms keep PyTorch's defaults); the prompt encoder and mask decoder keep
+    PyTorch's default initialisation, whose larger attention weights let prompts steer masks
+    from the start."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         pe = getattr(model.image_encoder, "pos_embed", None)
