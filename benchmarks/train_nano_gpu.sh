@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # nano's GPU recipe: one command, one GPU, a fixed wall-time budget.
 #
-#   OUT=/some/dir bash benchmarks/train_nano_gpu.sh          # on an H100: ~9 minutes in all
+#   OUT=/some/dir bash benchmarks/train_nano_gpu.sh   # on an H100: under 9 minutes in all
 #
 # Trains configs/nano_v2.json (TinyViT encoder) from scratch on synthetic scenes drawn by
 # $WORKERS processes, bf16 autocast, learning rate decaying over $MINUTES of wall time. Every
@@ -12,7 +12,7 @@
 # Wheels missing on the GPU machine (pycocotools) travel in .whl/ (device README).
 set -uo pipefail
 OUT=${OUT:-/tmp/nano_gpu_out}
-MINUTES=${MINUTES:-7.5}
+MINUTES=${MINUTES:-7}
 WORKERS=${WORKERS:-14}
 RUN=${RUN:-/tmp/nano_gpu_run}
 EXTRA=${EXTRA:-}  # more `samkit train` flags (they override the ones below)
