@@ -63,10 +63,12 @@ kill "$publisher" 2>/dev/null
 publish
 python3 - "$RUN/log.jsonl" <<'EOF' | tee "$OUT/throughput.txt"
 import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
+rows = [r for r in map(json.loads, open(sys.argv[1])) if not r.get("eval_only")]
 t = rows[-1]["time_s"]
 pairs = sum(r["pairs"] for r in rows)
 print(f"{len(rows)} steps in {t:.0f} s: {len(rows) / t:.2f} steps/s, {pairs / t:.0f} pairs/s")
+wait = sum(r.get("data_wait_s", 0) for r in rows)
+print(f"waiting for scenes: {wait:.0f} s of {t:.0f} s (the rest is the training step)")
 for r in rows:
     if "val_miou_box" in r:
         print(f"step {r['step']} ({r['time_s']:.0f} s): val box {r['val_miou_box']:.3f}, "

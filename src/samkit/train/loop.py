@@ -400,7 +400,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         for group in opt.param_groups:
             group["lr"] = lr
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)  # prompts: f(step)
+        t_wait = time.perf_counter()
         data = next(batches)
+        data_wait = time.perf_counter() - t_wait  # > 0: the model waits for scenes
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             feats = model.image_encoder(
                 model.preprocess(data["images"].to(dev, non_blocking=True).float()))
@@ -416,7 +418,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         step += 1
         record = {"step": step, "loss": float(loss.detach()), "lr": lr,
                   "grad_norm": grad_norm, "time_s": round(time.time() - t_start, 1),
-                  "pairs": int(gt.shape[0]), **stats}
+                  "pairs": int(gt.shape[0]), "data_wait_s": round(data_wait, 4), **stats}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = quick_eval(model, cfg.eval_scenes, size)
             record.update(metrics)
