@@ -206,11 +206,13 @@ def _worker_init(_: int) -> None:
 def step_loader(cfg: TrainConfig, size: int, first_step: int, workers: int
                 ) -> torch.utils.data.DataLoader:
     """Batches for steps ``first_step .. cfg.steps - 1``, drawn by ``workers`` processes (0:
-    in this process)."""
+    in this process). Workers start from a fork server, not by forking this process: a fork
+    of a process with running threads (OpenMP, a server's, a test runner's) can deadlock."""
     return torch.utils.data.DataLoader(
         SceneSteps(cfg, size), batch_size=None, sampler=range(first_step, cfg.steps),
         num_workers=workers, pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if workers else None, worker_init_fn=_worker_init if workers else None,
+        multiprocessing_context="forkserver" if workers else None,
     )
 
 
