@@ -52,6 +52,12 @@ train() {
 }
 ( while sleep 55; do publish; done ) &
 publisher=$!
+# GPU utilisation every 10 s, appended to machine.txt: is the step GPU-bound or waiting?
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader -l 10 \
+    >> "$OUT/machine.txt" 2>/dev/null &
+  sampler=$!
+fi
 start=$(date +%s)
 train "$WORKERS" 2>&1 | tr '\r' '\n' | grep -v "^train: " | tee "$OUT/train.txt" | tail -20
 if [ ! -f "$RUN/summary.json" ] && [ $(( $(date +%s) - start )) -lt 120 ]; then
@@ -59,7 +65,7 @@ if [ ! -f "$RUN/summary.json" ] && [ $(( $(date +%s) - start )) -lt 120 ]; then
   rm -rf "$RUN"; mkdir -p "$RUN"
   train 4 2>&1 | tr '\r' '\n' | grep -v "^train: " | tee -a "$OUT/train.txt" | tail -20
 fi
-kill "$publisher" 2>/dev/null
+kill "$publisher" ${sampler:-} 2>/dev/null
 publish
 python3 - "$RUN/log.jsonl" <<'EOF' | tee "$OUT/throughput.txt"
 import json, sys
