@@ -234,3 +234,32 @@ def test_threads_follow_the_cpus_this_process_may_use(monkeypatch, tmp_path):
             accel.set_threads(0)
     finally:
         torch.set_num_threads(before)
+
+
+def test_fused_tiny_vit_attention_matches_plain():
+    from samkit.accel import FusedTinyViTAttention
+    from samkit.config import SamConfig, TinyViTConfig
+
+    config = SamConfig(TinyViTConfig((16, 32, 48, 64), (1, 1, 2, 1), (0, 2, 3, 4), (0, 4, 8, 16)),
+                       image_size=256, prompt_embed_dim=32, mask_in_chans=8, decoder_depth=1,
+                       decoder_num_heads=2, decoder_mlp_dim=64, iou_head_hidden_dim=32)
+    state = lively_state_dict(config, seed=4)
+    plain = build_sam_from_config(config)
+    plain.load_state_dict(state)
+    fast = use_fused_attention(build_sam_from_config(config))
+    fast.load_state_dict(state)  # loaded after the switch: the biases are read per call
+    assert any(isinstance(m, FusedTinyViTAttention) for m in fast.modules())
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = plain.image_encoder(x), fast.image_encoder(x)
+    assert (a - b).abs().max() <= 1e-4 * a.abs().max()
+    img = scene(120, 160, seed=1)
+    p, q = SamPredictor(plain), SamPredictor(fast)
+    p.set_image(img)
+    q.set_image(img)
+    kw = dict(point_coords=np.array([[50, 60]]), point_labels=np.array([1]))
+    (m1, _, _), (m2, _, _) = p.predict(**kw), q.predict(**kw)
+    assert (m1 != m2).mean() < 1e-3
+    use_fused_attention(fast, enabled=False)
+    with torch.no_grad():
+        assert torch.equal(fast.image_encoder(x), a)  # switching off restores the plain path

@@ -27,13 +27,19 @@ import shutil
 import torch
 from torch import nn
 
-from samkit.accel.attention import FusedAttention, FusedTokenAttention, InPlaceAttention
+from samkit.accel.attention import (
+    FusedAttention,
+    FusedTinyViTAttention,
+    FusedTokenAttention,
+    InPlaceAttention,
+)
 from samkit.accel.decoder import ImageSide, SharedImageMaskDecoder
 from samkit.accel.layers import InPlaceGELU, InPlaceLayerNorm2d
 from samkit.accel.runtime import available_cpus, set_threads
 from samkit.errors import InputError
 from samkit.modeling import Sam
 from samkit.modeling import image_encoder as _vit
+from samkit.modeling import tiny_vit as _tiny_vit
 from samkit.modeling import transformer as _two_way
 from samkit.modeling.common import LayerNorm2d
 from samkit.modeling.mask_decoder import MaskDecoder
@@ -105,7 +111,8 @@ def use_exact_defaults(model: Sam) -> Sam:
 
 def use_fused_attention(model: Sam, enabled: bool = True,
                         query_chunk_rows: int | None = None) -> Sam:
-    """Use ``scaled_dot_product_attention`` (carrying the relative-position bias) everywhere.
+    """Use ``scaled_dot_product_attention`` (carrying the relative-position bias) everywhere:
+    ViT and TinyViT image encoders and the two-way transformer.
 
     Args:
         model: A built model; changed in place and returned.
@@ -125,6 +132,8 @@ def use_fused_attention(model: Sam, enabled: bool = True,
             _swap(module, FusedAttention)
             is_global = module.use_rel_pos and module.rel_pos_h.shape[0] == 2 * grid - 1
             module.query_chunk_rows = query_chunk_rows if is_global else None
+        elif isinstance(module, _tiny_vit.Attention):
+            _swap(module, FusedTinyViTAttention if enabled else _tiny_vit.Attention)
         elif isinstance(module, _two_way.Attention):
             _swap(module, FusedTokenAttention if enabled else _two_way.Attention)
     return model
@@ -216,7 +225,10 @@ def optimize(model: Sam, precision: str = "fp32", fused_attention: bool = True,
     return model
 
 
-__all__ = ["PRECISIONS", "FusedAttention", "FusedTokenAttention", "ImageSide", "InPlaceAttention",
-           "InPlaceGELU", "InPlaceLayerNorm2d", "SharedImageMaskDecoder", "available_cpus",
-           "optimize", "set_precision", "set_threads", "use_compile", "use_exact_defaults",
-           "use_fast_decoder", "use_fused_attention", "use_inplace_inference", "use_reference"]
+__all__ = [
+    "PRECISIONS", "FusedAttention", "FusedTinyViTAttention", "FusedTokenAttention", "ImageSide",
+    "InPlaceAttention", "InPlaceGELU", "InPlaceLayerNorm2d", "SharedImageMaskDecoder",
+    "available_cpus", "optimize", "set_precision", "set_threads", "use_compile",
+    "use_exact_defaults", "use_fast_decoder", "use_fused_attention", "use_inplace_inference",
+    "use_reference",
+]

@@ -6,6 +6,8 @@
 - :class:`FusedAttention` / :class:`FusedTokenAttention` (opt-in, not bit-exact):
   ``scaled_dot_product_attention`` with the relative-position bias as its additive mask,
   global blocks optionally in chunks of query rows.
+- :class:`FusedTinyViTAttention` (opt-in, not bit-exact): the same for TinyViT's window
+  attention, its per-offset biases gathered straight into the mask.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn.functional as F
 
 from samkit.accel.layers import tracks_grad
 from samkit.modeling import image_encoder as vit
+from samkit.modeling import tiny_vit
 from samkit.modeling import transformer as two_way
 
 
@@ -84,3 +87,20 @@ class FusedTokenAttention(two_way.Attention):
 
 
 __all__ = ["FusedAttention", "FusedTokenAttention", "InPlaceAttention", "tracks_grad"]
+
+
+class FusedTinyViTAttention(tiny_vit.Attention):
+    """TinyViT window attention through ``scaled_dot_product_attention``, the learned bias per
+    head and offset gathered (``torch.gather``, no advanced indexing) into its ``(heads, N,
+    N)`` additive mask on every call: nothing is cached, so loaded or trained biases are
+    always the ones used."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)
+        q, k, v = (t.permute(0, 2, 1, 3) for t in qkv.split(self.head_dim, dim=3))
+        idx = self.attention_bias_idxs.reshape(1, -1).expand(self.num_heads, -1)
+        bias = self.attention_biases.gather(1, idx).view(self.num_heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
+                                             scale=self.scale)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
