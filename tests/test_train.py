@@ -243,6 +243,10 @@ def test_cli_trains_a_config_from_json_with_workers_and_timed_checkpoints(tmp_pa
     assert main([*args[:-6], "--workers", "0", "--checkpoint-minutes", "5", *args[-2:]]) == 0
     assert main(["train", "--config", str(tmp_path / "nope.json"), "--out", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), "--workers", "-1"]) == 2
+    assert "--workers -1" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "t"), "--schedule", "time"]) == 2
+    assert "time limit" in capsys.readouterr().err
 
 
 def test_a_run_stopped_between_evals_is_evaluated_at_the_end(tmp_path):

@@ -73,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from samkit.errors import InputError
     from samkit.train.loop import TrainConfig, train
 
+    if args.workers < 0:
+        raise InputError(f"--workers {args.workers}: expected 0 (none) or more processes")
     name, model_config = args.config, None
     if args.config.endswith(".json"):
         path = Path(args.config)
