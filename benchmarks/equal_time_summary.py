@@ -28,8 +28,8 @@ def cpu() -> dict[str, object]:
 
 
 def final_eval(run: Path, name: str) -> dict[str, float]:
-    """The quick eval of the run's final weights (runs stopped by the time limit between
-    evals are evaluated here, the same way for every variant)."""
+    """The quick eval of the run's final weights, for logs written before ``samkit train``
+    evaluated a run stopped between evals (the same eval it runs)."""
     import torch
 
     from samkit import build_sam
@@ -60,7 +60,10 @@ def main() -> None:
             "images_per_step": tc["images_per_step"],
             "targets_per_image": tc["targets_per_image"], "bf16": tc["bf16"],
             "workers": summary.get("workers", 0), "model": tc["model"],
-            "final": final_eval(run, tc["model"]), "curve": curve,
+            # the run's own end-of-run eval when it logged one, else the same eval here
+            "final": ({k: rows[-1][k] for k in ("val_miou_point", "val_miou_box")}
+                      if "val_miou_box" in rows[-1] else final_eval(run, tc["model"])),
+            "curve": curve,
         }
         v = variants[run.name]
         final = v["final"] or {}

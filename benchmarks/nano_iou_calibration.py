@@ -25,11 +25,6 @@ import torch
 RESULTS = Path(__file__).parent / "results" / "nano_iou_calibration.json"
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def calibration(pred: np.ndarray, true: np.ndarray, bins: int = 10) -> dict[str, float]:
     """Pearson r, expected calibration error and threshold statistics of ``(N,)`` pairs."""
     idx = np.clip((pred * bins).astype(int), 0, bins - 1)
@@ -56,6 +51,7 @@ def main() -> None:
 
     from samkit import SamPredictor, build_sam
     from samkit.data.synthetic import make_scene
+    from samkit.eval.evaluate import iou
     from samkit.eval.prompts import interior_point
 
     model = build_sam("nano") if args.checkpoint is None else build_sam(

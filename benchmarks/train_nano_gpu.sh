@@ -19,13 +19,7 @@ EXTRA=${EXTRA:-}  # more `samkit train` flags (they override the ones below)
 DEVICE=${DEVICE:-cuda}
 HELDOUT=${HELDOUT:-150}
 mkdir -p "$OUT" "$RUN"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src
-else
-  export PYTHONPATH=$PWD/src
-fi
-export PYTHONUNBUFFERED=1
+source benchmarks/gpu_env.sh
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc; df -h /dev/shm | tail -1
   python3 -c "import torch; print('torch', torch.__version__)"; } 2>&1 | tee "$OUT/machine.txt"
 

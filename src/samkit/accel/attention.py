@@ -96,11 +96,10 @@ class FusedTinyViTAttention(tiny_vit.Attention):
     always the ones used."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape
-        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)
-        q, k, v = (t.permute(0, 2, 1, 3) for t in qkv.split(self.head_dim, dim=3))
+        q, k, v = self.split_heads(x)
+        n = q.shape[2]
         idx = self.attention_bias_idxs.reshape(1, -1).expand(self.num_heads, -1)
         bias = self.attention_biases.gather(1, idx).view(self.num_heads, n, n)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
                                              scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.merge_heads(out)

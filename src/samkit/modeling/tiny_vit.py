@@ -101,15 +101,24 @@ class Attention(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, window * window))
         self.register_buffer("attention_bias_idxs", offset_index(window), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def split_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, N, C)`` tokens -> queries, keys, values ``(B, heads, N, head_dim)``."""
         b, n, _ = x.shape
         # Per head, the projection holds the head's query, key and value one after another.
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)
         q, k, v = (t.permute(0, 2, 1, 3) for t in qkv.split(self.head_dim, dim=3))
+        return q, k, v
+
+    def merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """``(B, heads, N, head_dim)`` -> the projected ``(B, N, C)``."""
+        b, _, n, _ = out.shape
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.split_heads(x)
         bias = self.attention_biases[:, self.attention_bias_idxs]
         attn = (q @ k.transpose(-2, -1)) * self.scale + bias
-        out = attn.softmax(dim=-1) @ v
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return self.merge_heads(attn.softmax(dim=-1) @ v)
 
 
 class MLP(nn.Module):
