@@ -256,3 +256,49 @@ def test_a_run_stopped_between_evals_is_evaluated_at_the_end(tmp_path):
     train(cfg, tmp_path, progress=False, model_config=MICRO, stop_after=6)
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 6 and rows[-1]["eval_only"] and "val_miou_box" in rows[-1]
+
+
+def test_a_frozen_encoder_keeps_its_weights_and_batch_norm_statistics(tmp_path):
+    from samkit import save_checkpoint
+    from samkit.config import TinyViTConfig
+
+    micro_t = SamConfig(
+        TinyViTConfig(embed_dims=(8, 16, 16, 32), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 2),
+                      window_sizes=(4, 4, 4, 4)),
+        image_size=128, prompt_embed_dim=16, mask_in_chans=8, decoder_depth=1,
+        decoder_num_heads=2, decoder_mlp_dim=32, iou_head_hidden_dim=16,
+    )
+    torch.manual_seed(4)
+    start = build_sam(micro_t)
+    path = save_checkpoint(start, tmp_path / "start.safetensors")
+    cfg = dataclasses.replace(CFG, steps=3, freeze_encoder=True, loss_resolution="full")
+    train(cfg, tmp_path / "run", progress=False, model_config=micro_t, init_from=path)
+    after = build_sam(checkpoint=tmp_path / "run" / "micro.safetensors")
+    before_sd, after_sd = start.state_dict(), after.state_dict()
+    enc = [k for k in before_sd if k.startswith("image_encoder.")]
+    assert any("running_mean" in k for k in enc)  # the TinyViT's batch norms are covered
+    for k in enc:
+        assert torch.equal(before_sd[k], after_sd[k]), k
+    moved = [k for k in before_sd if k.startswith("mask_decoder.")
+             and not torch.equal(before_sd[k], after_sd[k])]
+    assert moved  # the decoder did train
+    with pytest.raises(ValueError, match="loss_resolution"):
+        TrainConfig(loss_resolution="high")
+
+
+def test_full_resolution_loss_scores_the_upsampled_logits():
+    torch.manual_seed(0)
+    model = build_sam(MICRO)
+    batch = scene_batch("val", 0, 1, MICRO.image_size, 4, np.random.default_rng(0))
+    gt = batch.targets[0]
+    with torch.no_grad():
+        feats = model.image_encoder(model.preprocess(batch.images.float()))
+    f = feats.expand(gt.shape[0], -1, -1, -1)
+    losses = []
+    for full in (False, True):
+        loss, stats = interactive_loss(model, f, gt, torch.ones(gt.shape[0], dtype=torch.bool), 0,
+                                       MICRO.image_size, torch.Generator().manual_seed(0),
+                                       full_res=full)
+        assert torch.isfinite(loss) and 0 <= stats["iou_r0"] <= 1
+        losses.append(float(loss.detach()))
+    assert losses[0] != losses[1]

@@ -39,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="index of the first training scene (a later stage that starts from "
                          "--init weights can draw scenes the earlier stages never saw)")
     tr.add_argument("--eval-every", type=int, default=None, help="steps between quick evals")
+    tr.add_argument("--freeze-encoder", action="store_true",
+                    help="train the prompt encoder and mask decoder only (the image encoder "
+                         "runs without gradients); use with --init")
+    tr.add_argument("--loss-resolution", choices=["low", "full"], default=None,
+                    help="score masks on the decoder's low-res grid (default) or upsampled "
+                         "to the input size (sharper edges, small objects)")
     tr.add_argument("--bf16", action="store_true",
                     help="bfloat16 autocast (GPUs; CPUs with AVX-512 BF16 or AMX)")
     tr.add_argument("--workers", type=int, default=0,
@@ -89,10 +95,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in (
         "steps", "lr", "images_per_step", "targets_per_image", "click_rounds", "seed",
         "box_fraction", "easy_fraction", "warmup_steps", "eval_every", "schedule",
-        "first_scene")}
+        "first_scene", "loss_resolution")}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.bf16:
         overrides["bf16"] = True
+    if args.freeze_encoder:
+        overrides["freeze_encoder"] = True
     if args.time_limit is not None:
         overrides["time_limit_s"] = args.time_limit * 60
     if args.checkpoint_minutes is not None:

@@ -69,12 +69,22 @@ class TrainConfig:
     schedule: str = "steps"
     checkpoint_every_s: float | None = None  # also checkpoint after this much wall time
     first_scene: int = 0  # step s draws training scenes first_scene + s * images_per_step ...
+    # Train the prompt encoder and mask decoder only: the image encoder runs without
+    # gradients in eval mode (batch norms keep their statistics), several times cheaper a pair
+    freeze_encoder: bool = False
+    # "low": masks are scored against the target pooled to the decoder's low-res grid
+    # (S/4); "full": the low-res logits are upsampled (bilinear, as the predictor does) and
+    # scored against the full-resolution target, which is what small objects need
+    loss_resolution: str = "low"
 
     def __post_init__(self) -> None:
         if self.schedule not in ("steps", "time"):
             raise InputError(f"schedule must be 'steps' or 'time', not {self.schedule!r}")
         if self.schedule == "time" and not self.time_limit_s:
             raise InputError("schedule='time' needs a time limit (--time-limit)")
+        if self.loss_resolution not in ("low", "full"):
+            raise InputError(f"loss_resolution must be 'low' or 'full', not "
+                             f"{self.loss_resolution!r}")
 
     def same_run(self, other: TrainConfig) -> bool:
         """Whether ``other`` continues this run: only the length, the time limit and how often
@@ -232,7 +242,7 @@ def _decode(model: Sam, feats: torch.Tensor, coords: torch.Tensor | None,
 
 def interactive_loss(model: Sam, feats: torch.Tensor, gt: torch.Tensor, use_box: torch.Tensor,
                      rounds: int, size: int, gen: torch.Generator,
-                     weights: tuple[float, float] = (20.0, 1.0),
+                     weights: tuple[float, float] = (20.0, 1.0), full_res: bool = False,
                      ) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss of one simulated interaction for ``N`` targets.
 
@@ -242,6 +252,8 @@ def interactive_loss(model: Sam, feats: torch.Tensor, gt: torch.Tensor, use_box:
         use_box: ``(N,)`` bool, start from a box (else from one point).
         rounds: Corrective clicks after the first prompt.
         weights: Focal and dice loss weights.
+        full_res: Score masks at ``S x S`` (logits upsampled bilinearly) instead of against
+            the target pooled to the low-res grid.
     """
     dev = gt.device
     low = model.prompt_encoder.mask_input_size
@@ -269,7 +281,12 @@ def interactive_loss(model: Sam, feats: torch.Tensor, gt: torch.Tensor, use_box:
             pl = None if pc is None else labels[sel]
             out, iou = _decode(model, feats[sel], pc, pl, boxes[sel] if box_group else None,
                                None if mask_input is None else mask_input[sel], multimask)
-            loss, best, actual = sam_loss(out.float(), iou.float(), soft[sel], *weights)
+            if full_res:
+                up = F.interpolate(out.float(), (size, size), mode="bilinear",
+                                   align_corners=False)
+                loss, best, actual = sam_loss(up, iou.float(), gt[sel].float(), *weights)
+            else:
+                loss, best, actual = sam_loss(out.float(), iou.float(), soft[sel], *weights)
             loss_r = loss_r + loss * sel.float().mean()
             ar = torch.arange(out.shape[0], device=dev)
             logits[sel] = out[ar, best][:, None].detach().float()
@@ -319,6 +336,12 @@ def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> di
 
 
 # -- the loop ------------------------------------------------------------------------------
+def _train_mode(model: Sam, cfg: TrainConfig) -> None:
+    model.train()
+    if cfg.freeze_encoder:
+        model.image_encoder.eval()  # frozen: batch norms keep their running statistics
+
+
 def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True,
           device: str | None = None, progress: bool = True,
           model_config: SamConfig | None = None, stop_after: int | None = None,
@@ -354,9 +377,13 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         from samkit.checkpoint import load_state_dict, read_checkpoint
 
         load_state_dict(model, read_checkpoint(init_from)[0], init_from)
-    model.to(dev).train()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "pos" not in n]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "pos" in n]
+    if cfg.freeze_encoder:
+        model.image_encoder.requires_grad_(False)
+    model.to(dev)
+    _train_mode(model, cfg)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "pos" not in n]
+    no_decay = [p for n, p in params if p.ndim < 2 or "pos" in n]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay},
          {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999),
@@ -406,13 +433,15 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         data = next(batches)
         data_wait = time.perf_counter() - t_wait  # > 0: the model waits for scenes
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            feats = model.image_encoder(
-                model.preprocess(data["images"].to(dev, non_blocking=True).float()))
+            with torch.set_grad_enabled(not cfg.freeze_encoder):
+                feats = model.image_encoder(
+                    model.preprocess(data["images"].to(dev, non_blocking=True).float()))
             f = torch.repeat_interleave(feats, data["counts"].to(dev), dim=0)
             gt = unpack_masks(data["masks"].to(dev, non_blocking=True))
             use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < cfg.box_fraction
             loss, stats = interactive_loss(model, f, gt, use_box, cfg.click_rounds, size, gen,
-                                           (cfg.focal_weight, cfg.dice_weight))
+                                           (cfg.focal_weight, cfg.dice_weight),
+                                           full_res=cfg.loss_resolution == "full")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
@@ -423,6 +452,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
                   "pairs": int(gt.shape[0]), "data_wait_s": round(data_wait, 4), **stats}
         if step % cfg.eval_every == 0 or step == cfg.steps:
             metrics = quick_eval(model, cfg.eval_scenes, size)
+            _train_mode(model, cfg)
             record.update(metrics)
         log.write(json.dumps(record) + "\n")
         log.flush()
