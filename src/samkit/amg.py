@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torchvision.ops.boxes import batched_nms
 
-from samkit.errors import InputError
+from samkit.errors import InputError, InputTypeError
 from samkit.io.image import to_rgb_uint8
 from samkit.modeling import Sam
 from samkit.ops import (
@@ -52,7 +52,8 @@ class SamAutomaticMaskGenerator:
     """Generate masks for a whole image without prompts.
 
     Args:
-        model: The SAM model.
+        model: The SAM model, or a predictor on another runtime
+            (:class:`samkit.backends.onnxruntime.OnnxPredictor`).
         points_per_side: Points sampled along each side of the image (grid of n x n); None
             requires ``point_grids``. Alias: ``points_per_crop`` (Hugging Face).
         points_per_batch: Points run through the decoder at once.
@@ -128,7 +129,14 @@ class SamAutomaticMaskGenerator:
                     f"point_grids needs crop_n_layers + 1 = {crop_n_layers + 1} grids, got "
                     f"{len(self.point_grids)}"
                 )
-        self.predictor = SamPredictor(model)
+        if isinstance(model, Sam):
+            self.predictor: Any = SamPredictor(model)
+        elif all(hasattr(model, a) for a in ("set_image", "predict_low_res_torch",
+                                             "postprocess_masks", "mask_threshold")):
+            self.predictor = model  # a predictor on another runtime (OnnxPredictor)
+        else:
+            raise InputTypeError(f"model must be a samkit Sam model or an OnnxPredictor, got "
+                                 f"{type(model).__name__}")
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -242,7 +250,6 @@ class SamAutomaticMaskGenerator:
     ) -> MaskData:
         orig_h, orig_w = orig_size
         pred = self.predictor
-        model = pred.model
         in_points = torch.as_tensor(pred.transform.apply_coords(points, im_size),
                                     device=pred.device)
         in_labels = torch.ones(in_points.shape[0], dtype=torch.int, device=pred.device)
@@ -264,19 +271,19 @@ class SamAutomaticMaskGenerator:
         assert pred.input_size is not None
         scores, keeps, kept = [], [], []
         for start in range(0, len(data), self.postprocess_chunk):
-            logits = model.postprocess_masks(
+            logits = pred.postprocess_masks(
                 data["low_res"][start : start + self.postprocess_chunk, None],
                 pred.input_size, im_size,
             )[:, 0]
             score = calculate_stability_score(
-                logits, model.mask_threshold, self.stability_score_offset
+                logits, pred.mask_threshold, self.stability_score_offset
             )
             if self.stability_score_thresh > 0.0:
                 keep = score >= self.stability_score_thresh
                 keeps.append(keep)
                 logits = logits[keep]
             scores.append(score)
-            kept.append(logits > model.mask_threshold)
+            kept.append(logits > pred.mask_threshold)
         del data["low_res"]
         data["stability_score"] = (torch.cat(scores) if scores
                                    else torch.zeros(0, device=pred.device))

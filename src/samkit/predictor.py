@@ -270,6 +270,17 @@ class SamPredictor:
         return self._decode_low_res(self.features, point_coords, point_labels, boxes,
                                     mask_input, multimask_output)
 
+    @property
+    def mask_threshold(self) -> float:
+        """Logit threshold between background and mask (the model's)."""
+        return float(self.model.mask_threshold)
+
+    def postprocess_masks(self, masks: torch.Tensor, input_size: tuple[int, ...],
+                          original_size: tuple[int, ...]) -> torch.Tensor:
+        """Upscale ``(B, M, h, w)`` low-res logits to ``original_size`` (the model's
+        :meth:`~samkit.Sam.postprocess_masks`)."""
+        return self.model.postprocess_masks(masks, input_size, original_size)
+
     def _decode_low_res(
         self,
         features: torch.Tensor,

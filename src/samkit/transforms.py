@@ -62,3 +62,28 @@ class ResizeLongestSide:
     ) -> torch.Tensor:
         """Torch version of :meth:`apply_boxes`: ``(B, 4)`` XYXY -> ``(B, 4)``."""
         return self.apply_coords_torch(boxes.reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+def postprocess_masks(masks: torch.Tensor, img_size: int, input_size: tuple[int, ...],
+                      original_size: tuple[int, ...]) -> torch.Tensor:
+    """Upscale ``(B, M, h, w)`` low-res logits to ``original_size`` ``(H, W)``: bilinear to the
+    padded ``img_size`` square, crop the padding off (``input_size`` ``(H', W')``), bilinear to
+    the original size, as the official ``Sam.postprocess_masks``.
+    """
+    size = img_size
+    h, w = masks.shape[-2:]
+    f = size // h
+    if f * h == size and f * w == size:
+        # Rows below input_size are cropped away, so only the low-res rows that the kept
+        # rows read (one past the last) are upsampled. The scale stays 1/f and rows are
+        # computed independently, so every kept value is the same as in the full
+        # upsampling. (Columns are not cropped: the kernel vectorises along them.)
+        rows = min(h, -(-input_size[0] // f) + 1)
+        masks = F.interpolate(masks[..., :rows, :], (rows * f, size),
+                              mode="bilinear", align_corners=False)
+    else:
+        masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
+    masks = masks[..., : input_size[0], : input_size[1]]
+    if tuple(input_size) == tuple(original_size):
+        return masks  # resizing to the same size is the identity (exactly, for bilinear)
+    return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)

@@ -15,6 +15,7 @@ from samkit.modeling.common import LayerNorm2d
 
 #: Label values understood by the prompt encoder.
 LABEL_PAD, LABEL_BACKGROUND, LABEL_FOREGROUND = -1, 0, 1
+LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT = 2, 3
 
 
 class PositionEmbeddingRandom(nn.Module):
@@ -101,25 +102,34 @@ class PromptEncoder(nn.Module):
         """
         return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
+    def embed_labeled_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Embed points of any kind in one call, as the official ONNX decoder takes them.
+
+        Args:
+            coords: ``(B, N, 2)`` XY pixels in the padded input frame.
+            labels: ``(B, N)`` (int or float): 1 foreground, 0 background, 2 a box's top-left
+                corner, 3 its bottom-right corner, -1 padding (its coordinates are ignored).
+
+        Returns:
+            ``(B, N, embed_dim)`` sparse embeddings; a box is its two corners.
+        """
+        emb = self.pe_layer.forward_with_coords(coords + 0.5, self.input_image_size)  # centres
+        is_pad = (labels == LABEL_PAD).unsqueeze(-1)
+        emb = torch.where(is_pad, self.not_a_point_embed.weight, emb)
+        for code, table in enumerate(self.point_embeddings):  # 0 bg, 1 fg, 2 / 3 box corners
+            emb = emb + (labels == code).unsqueeze(-1) * table.weight
+        return emb
+
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
-        points = points + 0.5  # pixel centres
         if pad:
             points = torch.cat([points, points.new_zeros((points.shape[0], 1, 2))], dim=1)
             labels = torch.cat([labels, -labels.new_ones((labels.shape[0], 1))], dim=1)
-        emb = self.pe_layer.forward_with_coords(points, self.input_image_size)
-        is_pad = (labels == LABEL_PAD).unsqueeze(-1)
-        emb = torch.where(is_pad, self.not_a_point_embed.weight, emb)
-        emb = emb + (labels == LABEL_BACKGROUND).unsqueeze(-1) * self.point_embeddings[0].weight
-        emb = emb + (labels == LABEL_FOREGROUND).unsqueeze(-1) * self.point_embeddings[1].weight
-        return emb
+        return self.embed_labeled_points(points, labels)
 
     def _embed_boxes(self, boxes: torch.Tensor) -> torch.Tensor:
-        corners = (boxes + 0.5).reshape(-1, 2, 2)
-        emb = self.pe_layer.forward_with_coords(corners, self.input_image_size)
-        corner_codes = torch.cat(
-            [self.point_embeddings[2].weight, self.point_embeddings[3].weight], dim=0
-        )
-        return emb + corner_codes
+        corners = boxes.reshape(-1, 2, 2)
+        labels = torch.tensor([LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT], device=boxes.device)
+        return self.embed_labeled_points(corners, labels.expand(corners.shape[0], 2))
 
     def _embed_masks(self, masks: torch.Tensor) -> torch.Tensor:
         return self.mask_downscaling(masks)

@@ -11,6 +11,7 @@ from torch import nn
 from samkit.modeling.image_encoder import ImageEncoderViT
 from samkit.modeling.mask_decoder import MaskDecoder
 from samkit.modeling.prompt_encoder import PromptEncoder
+from samkit.transforms import postprocess_masks
 
 
 class Sam(nn.Module):
@@ -113,23 +114,7 @@ class Sam(nn.Module):
             input_size: ``(H, W)`` of the resized image before padding.
             original_size: ``(H, W)`` of the image given by the user.
         """
-        size = self.img_size
-        h, w = masks.shape[-2:]
-        f = size // h
-        if f * h == size and f * w == size:
-            # Rows below input_size are cropped away, so only the low-res rows that the kept
-            # rows read (one past the last) are upsampled. The scale stays 1/f and rows are
-            # computed independently, so every kept value is the same as in the full
-            # upsampling. (Columns are not cropped: the kernel vectorises along them.)
-            rows = min(h, -(-input_size[0] // f) + 1)
-            masks = F.interpolate(masks[..., :rows, :], (rows * f, size),
-                                  mode="bilinear", align_corners=False)
-        else:
-            masks = F.interpolate(masks, (size, size), mode="bilinear", align_corners=False)
-        masks = masks[..., : input_size[0], : input_size[1]]
-        if tuple(input_size) == tuple(original_size):
-            return masks  # resizing to the same size is the identity (exactly, for bilinear)
-        return F.interpolate(masks, tuple(original_size), mode="bilinear", align_corners=False)
+        return postprocess_masks(masks, self.img_size, input_size, original_size)
 
     def preprocess(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``(..., 3, h, w)`` pixels (0-255) and pad bottom/right to ``img_size``."""

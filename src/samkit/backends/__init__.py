@@ -1,0 +1,1 @@
+"""Runtimes other than PyTorch for exported models: :mod:`samkit.backends.onnxruntime`."""
