@@ -7,13 +7,13 @@ helpers in :mod:`samkit.ops`. Output fields and parameters follow the official
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torchvision.ops.boxes import batched_nms
 
-from samkit.errors import InputError, InputTypeError
+from samkit.errors import InputError
 from samkit.io.image import to_rgb_uint8
 from samkit.modeling import Sam
 from samkit.ops import (
@@ -35,7 +35,10 @@ from samkit.ops import (
     uncrop_masks,
     uncrop_points,
 )
-from samkit.predictor import SamPredictor
+from samkit.predictor import as_predictor
+
+if TYPE_CHECKING:
+    from samkit.backends.onnxruntime import OnnxPredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -74,7 +77,7 @@ class SamAutomaticMaskGenerator:
 
     def __init__(
         self,
-        model: Sam,
+        model: Sam | OnnxPredictor,
         points_per_side: int | None = None,
         points_per_batch: int = 64,
         pred_iou_thresh: float = 0.88,
@@ -129,14 +132,7 @@ class SamAutomaticMaskGenerator:
                     f"point_grids needs crop_n_layers + 1 = {crop_n_layers + 1} grids, got "
                     f"{len(self.point_grids)}"
                 )
-        if isinstance(model, Sam):
-            self.predictor: Any = SamPredictor(model)
-        elif all(hasattr(model, a) for a in ("set_image", "predict_low_res_torch",
-                                             "postprocess_masks", "mask_threshold")):
-            self.predictor = model  # a predictor on another runtime (OnnxPredictor)
-        else:
-            raise InputTypeError(f"model must be a samkit Sam model or an OnnxPredictor, got "
-                                 f"{type(model).__name__}")
+        self.predictor = as_predictor(model)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh

@@ -419,3 +419,16 @@ class SamPredictor:
             out_scores.append(scores[sel].cpu().numpy())
             out_logits.append(low[sel].cpu().numpy())
         return out_masks, out_scores, out_logits
+
+
+def as_predictor(model: Any) -> Any:
+    """A :class:`SamPredictor` over a :class:`~samkit.Sam` model, or ``model`` itself when it is
+    already a predictor on another runtime (:class:`samkit.backends.onnxruntime.OnnxPredictor`).
+    """
+    if isinstance(model, Sam):
+        return SamPredictor(model)
+    if all(hasattr(model, a) for a in ("set_image", "predict", "predict_low_res_torch",
+                                       "postprocess_masks", "mask_threshold")):
+        return model
+    raise InputTypeError(f"expected a samkit Sam model or an OnnxPredictor, got "
+                         f"{type(model).__name__}")

@@ -88,20 +88,27 @@ def load_model(args: argparse.Namespace) -> Any:
     return model
 
 
-def amg_params(args: argparse.Namespace) -> dict[str, Any]:
-    """The AMG flags the user set, over the bundled model's recommended ones (if it is used)."""
-    from samkit.registry import amg_defaults, resolve_name
+def amg_params(args: argparse.Namespace, exported_from: str | None = None
+               ) -> dict[str, Any]:
+    """The AMG flags the user set, over the bundled model's recommended ones (if it is used,
+    or ``exported_from`` names it: the ``samkit_model`` of exported files)."""
+    from samkit.registry import MODELS, amg_defaults, resolve_name
 
     params = {k: getattr(args, k) for k in AMG_FLAGS if getattr(args, k, None) is not None}
-    if args.checkpoint is None:
+    if exported_from is not None:
+        if exported_from not in MODELS:
+            return params
+        name = exported_from
+    elif args.checkpoint is None:
         name = resolve_name(args.model or "nano")
-        recommended = {k: v for k, v in amg_defaults(name).items() if k not in params}
-        if recommended:
-            shown = ", ".join(f"{k}={v}" for k, v in recommended.items())
-            print(f"automatic masks: {name}'s recommended {shown} (override with the flags)",
-                  file=sys.stderr)
-        params = {**recommended, **params}
-    return params
+    else:
+        return params
+    recommended = {k: v for k, v in amg_defaults(name).items() if k not in params}
+    if recommended:
+        shown = ", ".join(f"{k}={v}" for k, v in recommended.items())
+        print(f"automatic masks: {name}'s recommended {shown} (override with the flags)",
+              file=sys.stderr)
+    return {**recommended, **params}
 
 
 def add_amg_flags(p: argparse.ArgumentParser) -> None:

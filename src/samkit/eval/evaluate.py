@@ -73,7 +73,8 @@ def evaluate(
     progress: bool = True,
     auto_max_images: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on a COCO file; returns a JSON-able summary.
+    """Evaluate ``model`` (a :class:`~samkit.Sam` or an ``OnnxPredictor``) on a COCO file;
+    returns a JSON-able summary.
 
     ``auto_max_images`` limits the (slow) automatic mask generator to the first N evaluated
     images; the other prompt types use every image.
@@ -81,7 +82,7 @@ def evaluate(
     from tqdm import tqdm
 
     from samkit.amg import SamAutomaticMaskGenerator
-    from samkit.predictor import SamPredictor
+    from samkit.predictor import as_predictor
 
     unknown = set(prompts) - set(PROMPT_TYPES)
     if unknown:
@@ -89,7 +90,7 @@ def evaluate(
     images, by_image = load_coco(coco_json)
     if max_images is not None:
         images = images[:max_images]
-    predictor = SamPredictor(model)
+    predictor = as_predictor(model)
     amg = None
     if "auto" in prompts:
         amg = SamAutomaticMaskGenerator(model, output_mode="binary_mask", **(amg_kwargs or {}))
