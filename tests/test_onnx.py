@@ -240,3 +240,61 @@ def test_a_missing_onnxruntime_names_the_extra(monkeypatch, exported):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingExtraError, match=r"samkit\[onnx\]"):
         OnnxPredictor(exported[2])
+
+
+def test_int8_files_load_and_stay_close_to_fp32(exported, tmp_path):
+    import shutil
+
+    from samkit.export.quantize import quantize_int8
+
+    _, _, out = exported
+    d = tmp_path / "q"
+    shutil.copytree(out, d)
+    enc, dec = quantize_int8(d, [scene(120, 160, seed=s) for s in range(4)])
+    assert read_metadata(enc)["samkit_precision"] == "int8"
+    assert read_metadata(dec)["samkit_weights_sha256"] == read_metadata(
+        out / "decoder.onnx")["samkit_weights_sha256"]
+    assert enc.stat().st_size < 0.8 * (out / "image_encoder.onnx").stat().st_size
+    p32, p8 = OnnxPredictor(d), OnnxPredictor(d, precision="int8")
+    ious = []
+    for s in range(3):
+        img = scene(140, 180, seed=100 + s)
+        p32.set_image(img)
+        p8.set_image(img)
+        for box in ([10, 10, 90, 80], [60, 40, 170, 130], [30, 60, 120, 139]):
+            a = p32.predict(box=np.array(box), multimask_output=False)[0][0]
+            b = p8.predict(box=np.array(box), multimask_output=False)[0][0]
+            ious.append(iou(a, b))
+    assert np.median(ious) >= 0.8, ious
+
+
+def test_cli_exports_quantizes_and_evaluates(tmp_path, capsys):
+    from samkit import save_checkpoint
+    from samkit.cli import main
+    from samkit.data.coco import write_synthetic_coco
+    from samkit.registry import build_sam_from_config
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(build_sam_from_config(TINY), tmp_path / "tiny.safetensors", TINY)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    from PIL import Image
+
+    for s in range(2):
+        Image.fromarray(scene(90, 120, seed=s)).save(calib / f"{s}.png")
+    out = tmp_path / "onnx"
+    assert main(["export", "onnx", "--checkpoint", str(ckpt), "-o", str(out), "--quantize",
+                 "int8", "--calibration", str(calib)]) == 0
+    printed = capsys.readouterr().out
+    for name in ("image_encoder.onnx", "decoder.onnx", "decoder_official.onnx",
+                 "image_encoder.int8.onnx", "decoder.int8.onnx"):
+        assert f"{out / name}" in printed
+    assert read_metadata(out / "decoder.onnx")["samkit_model"] == "tiny.safetensors"
+    coco = write_synthetic_coco("val", 2, tmp_path / "data")
+    assert main(["eval", str(coco), "--images", str(tmp_path / "data" / "images"), "--onnx",
+                 str(out), "--int8", "--prompts", "point1,box"]) == 0
+    assert "box" in capsys.readouterr().out
+    assert main(["eval", str(coco), "--images", str(tmp_path / "data" / "images"),
+                 "--int8"]) == 2
+    assert main(["export", "onnx", "-o", str(out), "--calibration", str(calib)]) == 2
+    assert "--quantize int8" in capsys.readouterr().err

@@ -14,6 +14,9 @@ Writes ``image_encoder.int8.onnx`` and ``decoder.int8.onnx`` beside the fp32 fil
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -52,6 +55,20 @@ class _ImageReader:
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self._items, None)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer prints its calibration progress and logs advice on the root
+    logger; keep a command's output to what samkit says."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 def activation_matmuls(model: Any) -> list[str]:
@@ -103,7 +120,7 @@ def quantize_int8(directory: str | os.PathLike[str],
     if not images:
         raise InputError("calibration_images is empty: give at least one image")
     out_enc, out_dec = d / ENCODER_INT8, d / DECODER_INT8
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
         pre = Path(tmp) / "encoder.pre.onnx"
         quant_pre_process(str(enc), str(pre), skip_symbolic_shape=True, skip_optimization=True)
         quantize_static(
@@ -114,7 +131,7 @@ def quantize_int8(directory: str | os.PathLike[str],
             nodes_to_exclude=activation_matmuls(onnx.load(str(pre))),
             calibrate_method=CalibrationMethod.Percentile,
         )
-    quantize_dynamic(str(dec), str(out_dec), weight_type=QuantType.QInt8, per_channel=False)
+        quantize_dynamic(str(dec), str(out_dec), weight_type=QuantType.QInt8, per_channel=False)
     for src, path in ((enc, out_enc), (dec, out_dec)):
         model = onnx.load(str(path))
         have = {p.key for p in model.metadata_props}
