@@ -263,3 +263,25 @@ def test_fused_tiny_vit_attention_matches_plain():
     use_fused_attention(fast, enabled=False)
     with torch.no_grad():
         assert torch.equal(fast.image_encoder(x), a)  # switching off restores the plain path
+
+
+def test_dynamic_int8_quantizes_the_encoder_and_keeps_masks_close():
+    from samkit.accel import quantize_dynamic_int8
+
+    exact = build_sam_from_config(TINY)
+    exact.load_state_dict(lively_state_dict(TINY, seed=2))
+    q = build_sam_from_config(TINY)
+    q.load_state_dict(lively_state_dict(TINY, seed=2))
+    assert quantize_dynamic_int8(q) is q
+    assert not any(type(m) is torch.nn.Linear for m in q.image_encoder.modules())
+    img = scene(120, 160, seed=4)
+    a, b = SamPredictor(exact), SamPredictor(q)
+    with torch.inference_mode():
+        a.set_image(img)
+        b.set_image(img)
+    ious = []
+    for box in ([10, 10, 90, 80], [60, 40, 150, 110], [20, 50, 130, 119]):
+        ma = a.predict(box=np.array(box), multimask_output=False)[0][0]
+        mb = b.predict(box=np.array(box), multimask_output=False)[0][0]
+        ious.append((ma & mb).sum() / max(1, (ma | mb).sum()))
+    assert np.median(ious) >= 0.8, ious

@@ -14,7 +14,7 @@ official code; :func:`use_exact_defaults`):
 
 Opt-in (not bit-exact; masks at IoU >= 0.999 against the exact path):
     :func:`use_fused_attention`, :func:`use_compile`, :func:`set_precision` (bf16/fp16), or
-    all at once with :func:`optimize`.
+    all at once with :func:`optimize`. Lower still: :func:`quantize_dynamic_int8`.
 
 Threads: :func:`set_threads`, :func:`available_cpus` (the command line caps threads).
 """
@@ -213,6 +213,31 @@ def use_compile(model: Sam, enabled: bool = True, mode: str | None = None) -> Sa
     return model
 
 
+def quantize_dynamic_int8(model: Sam) -> Sam:
+    """The seed's section 8.2 on the PyTorch path: the image encoder's ``nn.Linear`` layers as
+    dynamically quantized int8 (``torch.ao.quantization.quantize_dynamic``: int8 weights,
+    activations quantized per call). CPU only, and one way: rebuild the model to undo it.
+    Not bit-exact (ViT-B click masks: see ``benchmarks/deploy.py``); ONNX Runtime's static
+    int8 (``samkit export onnx --quantize int8``) is the faster deployment path.
+
+    Args:
+        model: A built float32 model on the CPU; changed in place and returned.
+    """
+    import warnings
+
+    if model.device.type != "cpu":
+        raise InputError("dynamic int8 quantization runs on the CPU: call it before .to(cuda)")
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as exc:  # removed from a future PyTorch
+        raise InputError("this PyTorch has no torch.ao.quantization.quantize_dynamic; use "
+                         "ONNX Runtime int8 (samkit export onnx --quantize int8)") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PyTorch's deprecation notices, once per layer
+        quantize_dynamic(model.image_encoder, {nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
+
+
 def optimize(model: Sam, precision: str = "fp32", fused_attention: bool = True,
              query_chunk_rows: int | None = 16, compile: bool = False) -> Sam:
     """Apply the recommended switches: fused attention (global blocks in query chunks), the
@@ -228,7 +253,7 @@ def optimize(model: Sam, precision: str = "fp32", fused_attention: bool = True,
 __all__ = [
     "PRECISIONS", "FusedAttention", "FusedTinyViTAttention", "FusedTokenAttention", "ImageSide",
     "InPlaceAttention", "InPlaceGELU", "InPlaceLayerNorm2d", "SharedImageMaskDecoder",
-    "available_cpus", "optimize", "set_precision", "set_threads", "use_compile",
-    "use_exact_defaults", "use_fast_decoder", "use_fused_attention", "use_inplace_inference",
-    "use_reference",
+    "available_cpus", "optimize", "quantize_dynamic_int8", "set_precision", "set_threads",
+    "use_compile", "use_exact_defaults", "use_fast_decoder", "use_fused_attention",
+    "use_inplace_inference", "use_reference",
 ]

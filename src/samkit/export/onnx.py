@@ -33,6 +33,7 @@ two corner points labelled 2 and 3, or, without a box, one padding point ``(0, 0
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from samkit.accel import use_reference
 from samkit.errors import InputError
 from samkit.modeling import Sam
 
@@ -275,43 +277,41 @@ def export_onnx(sam: Sam, out_dir: str | os.PathLike[str], model_name: str | Non
     if any(p.dtype != torch.float32 for p in sam.parameters()):
         raise InputError("export a float32 model (build it without accel precision switches); "
                          "quantize the exported files with samkit.export.quantize")
-    was_training, device = sam.training, sam.device
-    sam = sam.cpu().eval()
-    try:
-        fingerprint = weights_fingerprint(sam)
-        s = sam.image_encoder.img_size
-        pe = sam.prompt_encoder
-        c, (h, w) = pe.embed_dim, pe.image_embedding_size
-        meta = lambda part: _metadata(sam, part, model_name, fingerprint)  # noqa: E731
-        # Dummies: sizes unlike any real call, so nothing shape-specific is baked in.
-        image = torch.randint(0, 256, (s, (s * 3) // 4, 3), dtype=torch.uint8)
-        _write(ImageEncoderOnnx(sam), (image,), out / ENCODER_FILE, ["image"],
-               ["image_embeddings"], {"image": {0: "height", 1: "width"}}, opset,
-               meta("image_encoder"))
-        emb = torch.randn(1, c, h, w)
-        coords = torch.rand(2, 3, 2) * 300
-        labels = torch.tensor([[1.0, 0.0, -1.0], [1.0, 2.0, 3.0]])
-        mask_in = torch.randn(2, 1, 4 * h, 4 * w)
-        has = torch.tensor([1.0, 0.0])
-        orig = torch.tensor([300, 400], dtype=torch.int64)
-        idx = torch.tensor([1, 2, 3], dtype=torch.int64)
-        names = ["image_embeddings", "point_coords", "point_labels", "mask_input",
-                 "has_mask_input", "orig_im_size"]
-        outs = ["masks", "iou_predictions", "low_res_masks"]
-        sets = {0: "prompt_sets"}
-        _write(DecoderOnnx(sam), (emb, coords, labels, mask_in, has, orig, idx),
-               out / DECODER_FILE, [*names, "mask_indices"], outs,
-               {"point_coords": {0: "prompt_sets", 1: "num_points"},
-                "point_labels": {0: "prompt_sets", 1: "num_points"},
-                "mask_input": sets, "has_mask_input": sets, "mask_indices": {0: "outputs"}},
-               opset, meta("decoder"))
-        _write(OfficialDecoderOnnx(sam, return_single_mask),
-               (emb, coords[:1], labels[:1], mask_in[:1], has[:1], orig.float()),
-               out / OFFICIAL_DECODER_FILE, names, outs,
-               {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
-               opset, meta("decoder_official"))
-    finally:
-        sam.to(device).train(was_training)
+    # The plain modules of samkit.modeling (the official computation), whatever speed
+    # switches the caller's model has on; a copy, so the caller's model is left as it is.
+    sam = use_reference(copy.deepcopy(sam)).cpu().eval()
+    fingerprint = weights_fingerprint(sam)
+    s = sam.image_encoder.img_size
+    pe = sam.prompt_encoder
+    c, (h, w) = pe.embed_dim, pe.image_embedding_size
+    meta = lambda part: _metadata(sam, part, model_name, fingerprint)  # noqa: E731
+    # Dummies: sizes unlike any real call, so nothing shape-specific is baked in.
+    image = torch.randint(0, 256, (s, (s * 3) // 4, 3), dtype=torch.uint8)
+    _write(ImageEncoderOnnx(sam), (image,), out / ENCODER_FILE, ["image"],
+           ["image_embeddings"], {"image": {0: "height", 1: "width"}}, opset,
+           meta("image_encoder"))
+    emb = torch.randn(1, c, h, w)
+    coords = torch.rand(2, 3, 2) * 300
+    labels = torch.tensor([[1.0, 0.0, -1.0], [1.0, 2.0, 3.0]])
+    mask_in = torch.randn(2, 1, 4 * h, 4 * w)
+    has = torch.tensor([1.0, 0.0])
+    orig = torch.tensor([300, 400], dtype=torch.int64)
+    idx = torch.tensor([1, 2, 3], dtype=torch.int64)
+    names = ["image_embeddings", "point_coords", "point_labels", "mask_input",
+             "has_mask_input", "orig_im_size"]
+    outs = ["masks", "iou_predictions", "low_res_masks"]
+    sets = {0: "prompt_sets"}
+    _write(DecoderOnnx(sam), (emb, coords, labels, mask_in, has, orig, idx),
+           out / DECODER_FILE, [*names, "mask_indices"], outs,
+           {"point_coords": {0: "prompt_sets", 1: "num_points"},
+            "point_labels": {0: "prompt_sets", 1: "num_points"},
+            "mask_input": sets, "has_mask_input": sets, "mask_indices": {0: "outputs"}},
+           opset, meta("decoder"))
+    _write(OfficialDecoderOnnx(sam, return_single_mask),
+           (emb, coords[:1], labels[:1], mask_in[:1], has[:1], orig.float()),
+           out / OFFICIAL_DECODER_FILE, names, outs,
+           {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}},
+           opset, meta("decoder_official"))
     return ExportedModel(out, out / ENCODER_FILE, out / DECODER_FILE,
                          out / OFFICIAL_DECODER_FILE)
 
