@@ -216,3 +216,22 @@ def test_speed_switches(files, tmp_path, capsys, monkeypatch):
         assert rc == 2 and "needs a C++ compiler" in capsys.readouterr().err
     finally:
         torch.set_num_threads(before)
+
+
+def test_amg_fast_strategy_and_onnx_backend(files, tmp_path):
+    _, ckpt, images = files
+    common = ["--points-per-side", "8", "--pred-iou-thresh", "0", "--stability-score-thresh",
+              "0", "--format", "rle-json"]
+    assert main(["amg", str(images / "a.png"), "--checkpoint", str(ckpt), "-o",
+                 str(tmp_path / "fast"), "--strategy", "fast", *common]) == 0
+    assert main(["amg", str(images / "a.png"), "--checkpoint", str(ckpt), "-o",
+                 str(tmp_path / "bad"), "--strategy", "fastest", *common]) == 2
+    pytest.importorskip("onnxruntime")
+    assert main(["export", "onnx", "--checkpoint", str(ckpt), "-o", str(tmp_path / "x")]) == 0
+    assert main(["amg", str(images / "a.png"), "--onnx", str(tmp_path / "x"), "-o",
+                 str(tmp_path / "ort"), *common]) == 0
+    assert main(["amg", str(images / "a.png"), "--checkpoint", str(ckpt), "-o",
+                 str(tmp_path / "torch"), *common]) == 0
+    by_ort = json.loads(next((tmp_path / "ort").glob("*.json")).read_text())
+    by_torch = json.loads(next((tmp_path / "torch").glob("*.json")).read_text())
+    assert len(by_ort) == len(by_torch) > 0

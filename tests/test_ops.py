@@ -103,3 +103,16 @@ def test_mask_data_filter_and_cat():
     assert d["c"] == ["w", "y", "q"]
     d.filter(torch.tensor([2, 0]))
     assert d["c"] == ["q", "w"]
+
+
+def test_the_fast_generators_first_pass_is_every_other_grid_point():
+    from samkit.amg import coarse_subset
+    from samkit.ops import build_point_grid
+
+    grid = build_point_grid(8)
+    first = coarse_subset(len(grid))
+    assert first.sum() == 16
+    xs, ys = np.unique(grid[first, 0]), np.unique(grid[first, 1])
+    assert len(xs) == len(ys) == 4  # a 4 x 4 sub-grid, spread over the whole image
+    np.testing.assert_allclose(xs, np.unique(grid[:, 0])[::2])
+    assert coarse_subset(10).tolist() == [i % 4 == 0 for i in range(10)]  # not a square grid

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from samkit.backends.onnxruntime import OnnxPredictor
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
+STRATEGIES = ("exact", "fast")
 
 
 def _alias(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> Any:
@@ -73,6 +74,11 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: Remove islands and fill holes smaller than this (pixels);
             also re-runs NMS. 0 disables.
         output_mode: ``"binary_mask"``, ``"uncompressed_rle"`` or ``"coco_rle"``.
+        strategy: ``"exact"`` (the official algorithm) or ``"fast"``: decode a quarter of
+            the grid first (every other point in x and y), then only the remaining grid
+            points that no kept mask covers. Same masks where the grid's objects are already
+            found, a fraction of the decoder work; recall of the exact masks is measured by
+            ``benchmarks/deploy.py``.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class SamAutomaticMaskGenerator:
         min_mask_region_area: int = 0,
         output_mode: str = "binary_mask",
         *,
+        strategy: str = "exact",
         points_per_crop: int | None = None,
         crops_n_layers: int | None = None,
         crops_nms_thresh: float | None = None,
@@ -108,6 +115,8 @@ class SamAutomaticMaskGenerator:
                                      points_per_crop, None)
         if (points_per_side is None) == (point_grids is None):
             raise InputError("give exactly one of points_per_side or point_grids")
+        if strategy not in STRATEGIES:
+            raise InputError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         if output_mode not in OUTPUT_MODES:
             raise InputError(f"output_mode must be one of {OUTPUT_MODES}, got {output_mode!r}")
         if points_per_side is not None and points_per_side < 1:
@@ -144,6 +153,7 @@ class SamAutomaticMaskGenerator:
         self.crop_n_points_downscale_factor = crop_n_points_downscale_factor
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
+        self.strategy = strategy
         # Masks upsampled to full resolution at once (memory, not results: any value >= 1
         # gives the same output).
         self.postprocess_chunk = 8
@@ -221,6 +231,15 @@ class SamAutomaticMaskGenerator:
         points_scale = np.array(cropped_size)[None, ::-1]
         points_for_image = self.point_grids[crop_layer_idx] * points_scale
         data = MaskData()
+        if self.strategy == "fast":
+            coarse = coarse_subset(len(points_for_image))
+            coverage = torch.zeros(cropped_size, dtype=torch.bool, device=self.predictor.device)
+            for (points,) in batch_iterator(self.points_per_batch, points_for_image[coarse]):
+                data.cat(self._process_batch(points, cropped_size, crop_box, orig_size,
+                                             coverage))
+            rest = points_for_image[~coarse]
+            xy = np.clip(rest.astype(np.int64), 0, [cropped_size[1] - 1, cropped_size[0] - 1])
+            points_for_image = rest[~coverage.cpu().numpy()[xy[:, 1], xy[:, 0]]]
         for (points,) in batch_iterator(self.points_per_batch, points_for_image):
             data.cat(self._process_batch(points, cropped_size, crop_box, orig_size))
         self.predictor.reset_image()
@@ -243,7 +262,10 @@ class SamAutomaticMaskGenerator:
         im_size: tuple[int, int],
         crop_box: list[int],
         orig_size: tuple[int, int],
+        coverage: torch.Tensor | None = None,
     ) -> MaskData:
+        """Masks of one batch of grid points (crop pixels); ``coverage`` ``(h, w)`` bool, if
+        given, is or-ed with every kept mask."""
         orig_h, orig_w = orig_size
         pred = self.predictor
         in_points = torch.as_tensor(pred.transform.apply_coords(points, im_size),
@@ -287,6 +309,8 @@ class SamAutomaticMaskGenerator:
             data.filter(torch.cat(keeps))
         data["masks"] = torch.cat(kept) if kept else torch.zeros(
             0, *im_size, dtype=torch.bool, device=pred.device)
+        if coverage is not None and len(data["masks"]):
+            coverage |= data["masks"].any(dim=0)
         data["boxes"] = batched_mask_to_box(data["masks"])
         keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
         if not torch.all(keep):
@@ -321,6 +345,16 @@ class SamAutomaticMaskGenerator:
                 mask_data["boxes"][i] = boxes[i].numpy()
         mask_data.filter(keep)
         return mask_data
+
+
+def coarse_subset(n_points: int) -> np.ndarray:
+    """``(n_points,)`` bool: the first pass of the fast strategy. For an ``n x n`` grid (row
+    major) every other point in x and y; for other point sets every fourth point."""
+    side = round(n_points**0.5)
+    idx = np.arange(n_points)
+    if side * side == n_points:
+        return (idx // side % 2 == 0) & (idx % side % 2 == 0)
+    return idx % 4 == 0
 
 
 def _empty_data(crop_box: list[int]) -> MaskData:

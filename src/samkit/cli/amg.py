@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from samkit.cli.common import CliError, add_amg_flags, add_model_args, amg_params, load_model
+from samkit.cli.common import (
+    CliError,
+    add_amg_flags,
+    add_model_args,
+    add_onnx_args,
+    amg_params,
+    load_model_or_onnx,
+)
 
 CHOICES = ("coco", "coco-polygons", "yolo", "png", "labelme", "mask-pngs", "rle-json")
 
@@ -22,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                           "per image (overlaps kept) with metadata.json; rle-json: one JSON "
                           "of COCO-RLE records per image")
     add_amg_flags(amg)
+    add_onnx_args(amg)
     add_model_args(amg)
     amg.set_defaults(func=run)
 
@@ -36,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     images = list_images(args.input)
     if not images:
         raise CliError(f"no images found in {args.input}")
-    model = load_model(args)
-    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle", **amg_params(args))
+    model, exported_from = load_model_or_onnx(args)
+    generator = SamAutomaticMaskGenerator(model, output_mode="coco_rle",
+                                          **amg_params(args, exported_from))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     writer = DatasetWriter(args.format, directory_sink(out),

@@ -22,6 +22,8 @@ AMG_FLAGS: dict[str, tuple[type, str, str]] = {
     "crop_overlap_ratio": (float, "crop overlap as a fraction of the short side", "0.3413"),
     "crop_n_points_downscale_factor": (int, "points-per-side shrink per crop layer", "1"),
     "min_mask_region_area": (int, "remove islands/holes smaller than this (pixels)", "0"),
+    "strategy": (str, "exact (the official algorithm) or fast (a quarter of the grid first, "
+                      "then only the points no kept mask covers)", "exact"),
 }
 
 #: Options whose value is a list of numbers that may start with a minus sign.
@@ -86,6 +88,27 @@ def load_model(args: argparse.Namespace) -> Any:
         except RuntimeError as exc:  # no C++ compiler for torch.compile
             raise CliError(str(exc)) from exc
     return model
+
+
+def add_onnx_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--onnx", type=Path, default=None,
+                   help="run exported files from this folder on ONNX Runtime instead of "
+                        "PyTorch (samkit export onnx -o DIR)")
+    p.add_argument("--int8", action="store_true", help="with --onnx: the int8 files")
+
+
+def load_model_or_onnx(args: argparse.Namespace) -> tuple[Any, str | None]:
+    """The PyTorch model (:func:`load_model`), or with ``--onnx`` an ``OnnxPredictor`` and the
+    model name recorded in its files."""
+    if args.onnx is None:
+        if args.int8:
+            raise CliError("--int8 runs exported int8 files: give --onnx DIR too")
+        return load_model(args), None
+    from samkit.backends.onnxruntime import OnnxPredictor
+
+    predictor = OnnxPredictor(args.onnx, precision="int8" if args.int8 else "fp32",
+                              threads=args.threads)
+    return predictor, predictor.metadata.get("samkit_model", "")
 
 
 def amg_params(args: argparse.Namespace, exported_from: str | None = None

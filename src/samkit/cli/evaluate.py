@@ -6,7 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from samkit.cli.common import CliError, add_amg_flags, add_model_args, amg_params, load_model
+from samkit.cli.common import (
+    add_amg_flags,
+    add_model_args,
+    add_onnx_args,
+    amg_params,
+    load_model_or_onnx,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,10 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--auto-max-images", type=int, default=None,
                     help="run the (slow) automatic generator on the first N images only")
     ev.add_argument("-o", "--output", type=Path, default=None, help="write the JSON report here")
-    ev.add_argument("--onnx", type=Path, default=None,
-                    help="evaluate exported files in this folder on ONNX Runtime instead "
-                         "(samkit export onnx -o DIR)")
-    ev.add_argument("--int8", action="store_true", help="with --onnx: the int8 files")
+    add_onnx_args(ev)
     add_amg_flags(ev)
     add_model_args(ev)
     ev.set_defaults(func=run)
@@ -32,16 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from samkit.eval.evaluate import evaluate, format_table
 
     prompts = tuple(p.strip() for p in args.prompts.split(",") if p.strip())
-    if args.onnx is not None:
-        from samkit.backends.onnxruntime import OnnxPredictor
-
-        model = OnnxPredictor(args.onnx, precision="int8" if args.int8 else "fp32",
-                              threads=args.threads)
-        exported_from = model.metadata.get("samkit_model", "")
-    elif args.int8:
-        raise CliError("--int8 evaluates exported int8 files: give --onnx DIR too")
-    else:
-        model, exported_from = load_model(args), None
+    model, exported_from = load_model_or_onnx(args)
     summary = evaluate(model, args.coco_json, args.images, prompts=prompts,
                        max_images=args.max_images, auto_max_images=args.auto_max_images,
                        amg_kwargs=amg_params(args, exported_from) if "auto" in prompts else None)
