@@ -18,8 +18,18 @@ from samkit.registry import build_sam, list_models, sam_model_registry
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    if name == "OnnxPredictor":  # imported on first use: ONNX Runtime is an optional extra
+        from samkit.backends.onnxruntime import OnnxPredictor
+
+        return OnnxPredictor
+    raise AttributeError(f"module 'samkit' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
+    "OnnxPredictor",
     "Sam",
     "SamAutomaticMaskGenerator",
     "SamConfig",
