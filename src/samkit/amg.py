@@ -154,6 +154,9 @@ class SamAutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.strategy = strategy
+        # fast strategy: kept masks larger than this share of the crop do not mark points as
+        # covered (see _process_batch)
+        self.fast_cover_max_area = 0.05
         # Masks upsampled to full resolution at once (memory, not results: any value >= 1
         # gives the same output).
         self.postprocess_chunk = 8
@@ -310,7 +313,12 @@ class SamAutomaticMaskGenerator:
         data["masks"] = torch.cat(kept) if kept else torch.zeros(
             0, *im_size, dtype=torch.bool, device=pred.device)
         if coverage is not None and len(data["masks"]):
-            coverage |= data["masks"].any(dim=0)
+            # Only masks of objects, not of the backdrop: a point inside a wall or a table
+            # may still start a small object that no first-pass point hit.
+            area = data["masks"].flatten(1).sum(1)
+            small = area <= self.fast_cover_max_area * im_size[0] * im_size[1]
+            if small.any():
+                coverage |= data["masks"][small].any(dim=0)
         data["boxes"] = batched_mask_to_box(data["masks"])
         keep = ~is_box_near_crop_edge(data["boxes"], crop_box, [0, 0, orig_w, orig_h])
         if not torch.all(keep):
