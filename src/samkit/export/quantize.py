@@ -42,19 +42,31 @@ def synthetic_calibration_images(n: int = 16, size: int = 512) -> list[np.ndarra
 
 
 class _ImageReader:
-    """ONNX Runtime calibration data reader: the encoder's ``image`` input, resized."""
+    """ONNX Runtime calibration data reader over the encoder's ``image`` input (resized), one
+    image at a time: the calibrator is fed image by image (``CalibStridedMinMax=1``), so only
+    one image's activations are held at once (ViT-B's global attention maps alone are
+    0.8 GB an image)."""
 
-    def __init__(self, images: Iterable[np.ndarray], img_size: int) -> None:
-        from samkit.io.image import to_rgb_uint8
+    def __init__(self, images: list[Any], img_size: int) -> None:
         from samkit.transforms import ResizeLongestSide
 
-        transform = ResizeLongestSide(img_size)
-        self._items: Iterator[dict[str, np.ndarray]] = (
-            {"image": np.ascontiguousarray(transform.apply_image(to_rgb_uint8(img)))}
-            for img in images)
+        self._images, self._transform = images, ResizeLongestSide(img_size)
+        self.set_range(0, len(images))
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._next, self._end = start_index, end_index
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._items, None)
+        from samkit.io.image import to_rgb_uint8
+
+        if self._next >= self._end:
+            return None
+        image = to_rgb_uint8(self._images[self._next])
+        self._next += 1
+        return {"image": np.ascontiguousarray(self._transform.apply_image(image))}
 
 
 @contextlib.contextmanager
@@ -130,6 +142,7 @@ def quantize_int8(directory: str | os.PathLike[str],
             op_types_to_quantize=["Conv", "MatMul", "Gemm"],
             nodes_to_exclude=activation_matmuls(onnx.load(str(pre))),
             calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"CalibStridedMinMax": 1},  # image by image (see _ImageReader)
         )
         quantize_dynamic(str(dec), str(out_dec), weight_type=QuantType.QInt8, per_channel=False)
     for src, path in ((enc, out_enc), (dec, out_dec)):
