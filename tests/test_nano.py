@@ -86,3 +86,23 @@ def test_demo_writes_overlay(tmp_path, capsys):
     assert summary["click_area"] > 100
     overlay = np.asarray(Image.open(tmp_path / "demo_overlay.png"))
     assert overlay.shape == (384, 2 * 512 + 8, 3)
+
+
+def test_the_fast_generator_finds_most_of_the_exact_generators_masks():
+    from pycocotools import mask as mask_utils
+    from skimage import data
+
+    from samkit import SamAutomaticMaskGenerator
+
+    nano = build_sam("nano")
+    img = data.coins()[::2, ::2]
+    exact = SamAutomaticMaskGenerator(nano, points_per_side=16).generate(img)
+    fast = SamAutomaticMaskGenerator(nano, points_per_side=16, strategy="fast").generate(img)
+    assert len(exact) >= 10
+
+    def enc(masks):
+        return [mask_utils.encode(np.asfortranarray(m["segmentation"].astype(np.uint8)))
+                for m in masks]
+
+    ious = mask_utils.iou(enc(exact), enc(fast), [0] * len(fast)).max(axis=1)
+    assert (ious >= 0.9).mean() >= 0.85, ious
