@@ -89,8 +89,13 @@ def official_model(name: str, state: dict | None):
     except ImportError:
         return None, None
     model = sam_model_registry[name]()
-    model.load_state_dict(state)  # after building: MobileSAM's build calls .eval() first
-    model.eval()
+    # MobileSAM's TinyViT keeps an unused classifier head (norm_head, head) that SAM
+    # checkpoints do not hold; every other key must load.
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("image_encoder.") or "head" not in k
+                         for k in missing):
+        raise RuntimeError(f"reference model does not take the weights: {missing} {unexpected}")
+    model.eval()  # after loading: MobileSAM's build calls .eval() first, caching zero biases
     return SamPredictor(model), Generator
 
 
@@ -238,11 +243,11 @@ def main() -> None:
         "models": {},
     }
     print(report["machine"], flush=True)
+    out = ROOT / "results" / ("deploy_quick.json" if args.quick else "deploy.json")
     for name in args.models.split(","):
         report["models"][name] = run_model(name.strip(), args, bf16_ok)
-    out = ROOT / "results" / ("deploy_quick.json" if args.quick else "deploy.json")
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+        out.write_text(json.dumps(report, indent=2))  # after each model: a crash keeps rows
+        print(f"wrote {out}", flush=True)
 
 
 if __name__ == "__main__":
