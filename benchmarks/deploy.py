@@ -15,7 +15,8 @@ weights), on scikit-image's coffee photo at 1024 x 768:
   arena so that all variants of ViT-B fit in 24 GiB at once.
 * ``click_s`` and ``boxes64_s``: one click, and 64 boxes in one call (ONNX: one decoder run).
 * ``click_iou_vs_fp32``: for each lower-precision variant, the IoU of its click masks against
-  samkit fp32's on a 4 x 3 grid of clicks (all three multimask outputs): median and min.
+  samkit fp32's on a 4 x 3 grid of clicks (all three multimask outputs): median and min
+  (two empty masks count as agreeing).
 * ``amg``: the exact generator (samkit) and the official one, and ``strategy="fast"`` on the
   PyTorch model and on the ONNX Runtime int8 predictor: time and recall of the exact masks
   (IoU >= 0.9).
@@ -174,7 +175,8 @@ def run_model(name: str, args: argparse.Namespace, bf16_ok: bool) -> dict:
         ref = preds["samkit"].predict(**kw)[0]
         for k in agree:
             out = preds[k].predict(**kw)[0]
-            agree[k] += [float((a & b).sum() / max(1, (a | b).sum())) for a, b in zip(ref, out)]
+            agree[k] += [float((a & b).sum() / (a | b).sum()) if (a | b).any() else 1.0
+                         for a, b in zip(ref, out)]  # both empty: they agree
     click_iou = {k: {"median": float(np.median(v)), "min": float(np.min(v))}
                  for k, v in agree.items()}
     print("click IoU vs samkit fp32", {k: round(v["median"], 3) for k, v in click_iou.items()})
