@@ -298,3 +298,24 @@ def test_cli_exports_quantizes_and_evaluates(tmp_path, capsys):
                  "--int8"]) == 2
     assert main(["export", "onnx", "-o", str(out), "--calibration", str(calib)]) == 2
     assert "--quantize int8" in capsys.readouterr().err
+
+
+def test_large_weights_go_to_external_data(monkeypatch, tmp_path):
+    """ViT-H's 2.5 GB cannot sit inside a protobuf: above the threshold the weights are
+    written beside the graph (here the threshold is lowered for a tiny model)."""
+    import samkit.export.onnx as onnx_export
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_BYTES", 0)
+    ours, _ = model_pair(TINY, seed=1)
+    export_onnx(ours, tmp_path)
+    assert (tmp_path / "image_encoder.onnx.data").stat().st_size > \
+        (tmp_path / "image_encoder.onnx").stat().st_size
+    assert read_metadata(tmp_path / "image_encoder.onnx")["samkit_part"] == "image_encoder"
+    op, tp = OnnxPredictor(tmp_path), SamPredictor(ours)
+    img = scene(80, 100, seed=2)
+    op.set_image(img)
+    tp.set_image(img)
+    box = np.array([10, 10, 70, 60])
+    a = tp.predict(box=box, multimask_output=False)[0][0]
+    b = op.predict(box=box, multimask_output=False)[0][0]
+    assert iou(a, b) >= 0.999
