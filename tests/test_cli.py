@@ -235,3 +235,11 @@ def test_amg_fast_strategy_and_onnx_backend(files, tmp_path):
     by_ort = json.loads(next((tmp_path / "ort").glob("*.json")).read_text())
     by_torch = json.loads(next((tmp_path / "torch").glob("*.json")).read_text())
     assert len(by_ort) == len(by_torch) > 0
+
+
+def test_onnx_with_model_flags_is_a_user_error(files, tmp_path, capsys):
+    _, ckpt, images = files
+    rc = main(["amg", str(images / "a.png"), "--onnx", str(tmp_path), "--checkpoint", str(ckpt),
+               "-o", str(tmp_path / "out")])
+    assert rc == 2
+    assert "--checkpoint" in capsys.readouterr().err

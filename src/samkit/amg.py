@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 STRATEGIES = ("exact", "fast")
+#: Fast strategy: kept masks larger than this share of the crop (a wall, a table) do not mark
+#: grid points as covered: a small object inside them may still be unfound.
+FAST_COVER_MAX_AREA = 0.05
 
 
 def _alias(name: str, value: Any, alias: str, alias_value: Any, default: Any) -> Any:
@@ -76,9 +79,9 @@ class SamAutomaticMaskGenerator:
         output_mode: ``"binary_mask"``, ``"uncompressed_rle"`` or ``"coco_rle"``.
         strategy: ``"exact"`` (the official algorithm) or ``"fast"``: decode a quarter of
             the grid first (every other point in x and y), then only the remaining grid
-            points that no kept mask covers. Same masks where the grid's objects are already
-            found, a fraction of the decoder work; recall of the exact masks is measured by
-            ``benchmarks/deploy.py``.
+            points that no kept mask covers (masks over :data:`FAST_COVER_MAX_AREA` of the
+            crop, backdrops, do not count). It saves decoder work where kept masks cover
+            the image; time and recall of the exact masks: ``benchmarks/deploy.py``.
     """
 
     def __init__(
@@ -154,9 +157,6 @@ class SamAutomaticMaskGenerator:
         self.min_mask_region_area = min_mask_region_area
         self.output_mode = output_mode
         self.strategy = strategy
-        # fast strategy: kept masks larger than this share of the crop do not mark points as
-        # covered (see _process_batch)
-        self.fast_cover_max_area = 0.05
         # Masks upsampled to full resolution at once (memory, not results: any value >= 1
         # gives the same output).
         self.postprocess_chunk = 8
@@ -313,10 +313,8 @@ class SamAutomaticMaskGenerator:
         data["masks"] = torch.cat(kept) if kept else torch.zeros(
             0, *im_size, dtype=torch.bool, device=pred.device)
         if coverage is not None and len(data["masks"]):
-            # Only masks of objects, not of the backdrop: a point inside a wall or a table
-            # may still start a small object that no first-pass point hit.
             area = data["masks"].flatten(1).sum(1)
-            small = area <= self.fast_cover_max_area * im_size[0] * im_size[1]
+            small = area <= FAST_COVER_MAX_AREA * im_size[0] * im_size[1]
             if small.any():
                 coverage |= data["masks"][small].any(dim=0)
         data["boxes"] = batched_mask_to_box(data["masks"])

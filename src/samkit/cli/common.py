@@ -23,7 +23,7 @@ AMG_FLAGS: dict[str, tuple[type, str, str]] = {
     "crop_n_points_downscale_factor": (int, "points-per-side shrink per crop layer", "1"),
     "min_mask_region_area": (int, "remove islands/holes smaller than this (pixels)", "0"),
     "strategy": (str, "exact (the official algorithm) or fast (a quarter of the grid first, "
-                      "then only the points no kept mask covers)", "exact"),
+                      "then only the points no kept object mask covers)", "exact"),
 }
 
 #: Options whose value is a list of numbers that may start with a minus sign.
@@ -104,6 +104,11 @@ def load_model_or_onnx(args: argparse.Namespace) -> tuple[Any, str | None]:
         if args.int8:
             raise CliError("--int8 runs exported int8 files: give --onnx DIR too")
         return load_model(args), None
+    ignored = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "model", "device", "fast",
+                                                     "compile") if getattr(args, n, None)]
+    if ignored:
+        raise CliError(f"--onnx runs the exported files as they are; {', '.join(ignored)} "
+                       "would be ignored (export another model to change it)")
     from samkit.backends.onnxruntime import OnnxPredictor
 
     predictor = OnnxPredictor(args.onnx, precision="int8" if args.int8 else "fp32",

@@ -70,7 +70,7 @@ class TrainConfig:
     checkpoint_every_s: float | None = None  # also checkpoint after this much wall time
     first_scene: int = 0  # step s draws training scenes first_scene + s * images_per_step ...
     # Train the prompt encoder and mask decoder only: the image encoder runs without
-    # gradients in eval mode (batch norms keep their statistics), several times cheaper a pair
+    # gradients in eval mode (batch norms keep their statistics) and has no backward pass
     freeze_encoder: bool = False
     # "low": masks are scored against the target pooled to the decoder's low-res grid
     # (S/4); "full": the low-res logits are upsampled (bilinear, as the predictor does) and
