@@ -7,6 +7,7 @@ Reads official ``.pth`` files (``torch.load(map_location="cpu", weights_only=Tru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -326,3 +327,14 @@ def save_checkpoint(
     p.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(p), metadata=metadata)
     return p
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over a model's tensors (names, shapes, bytes): its weights' identity, as
+    recorded in exported files and adapter files."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

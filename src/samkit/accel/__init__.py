@@ -16,6 +16,8 @@ Opt-in (not bit-exact; masks at IoU >= 0.999 against the exact path):
     :func:`use_fused_attention`, :func:`use_compile`, :func:`set_precision` (bf16/fp16), or
     all at once with :func:`optimize`. Lower still: :func:`quantize_dynamic_int8`.
 
+Training memory: :func:`use_gradient_checkpointing` (same gradients, one block's activations).
+
 Threads: :func:`set_threads`, :func:`available_cpus` (the command line caps threads).
 """
 
@@ -35,6 +37,7 @@ from samkit.accel.attention import (
 )
 from samkit.accel.decoder import ImageSide, SharedImageMaskDecoder
 from samkit.accel.layers import InPlaceGELU, InPlaceLayerNorm2d
+from samkit.accel.memory import use_gradient_checkpointing
 from samkit.accel.runtime import available_cpus, set_threads
 from samkit.errors import InputError
 from samkit.modeling import Sam
@@ -255,5 +258,5 @@ __all__ = [
     "InPlaceAttention", "InPlaceGELU", "InPlaceLayerNorm2d", "SharedImageMaskDecoder",
     "available_cpus", "optimize", "quantize_dynamic_int8", "set_precision", "set_threads",
     "use_compile", "use_exact_defaults", "use_fast_decoder", "use_fused_attention",
-    "use_inplace_inference", "use_reference",
+    "use_gradient_checkpointing", "use_inplace_inference", "use_reference",
 ]

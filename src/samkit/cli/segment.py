@@ -14,7 +14,17 @@ from samkit.cli.common import CliError, add_model_args, load_model, parse_number
 
 def register(sub: argparse._SubParsersAction) -> None:
     seg = sub.add_parser("segment", help="segment one object from points and/or a box")
-    seg.add_argument("image", type=Path, help="input image")
+    seg.add_argument("image", type=Path,
+                     help="input image, or a volume: DICOM series folder or file, NIfTI "
+                          "(.nii, .nii.gz), multi-page TIFF (with --slice)")
+    seg.add_argument("--slice", type=int, default=None, metavar="Z",
+                     help="slice of a volume to segment (0-based)")
+    seg.add_argument("--window", default=None, metavar="C,W|PRESET|pLO,HI",
+                     help="grey-level window before the encoder: CENTER,WIDTH (CT: 40,400), a "
+                          "CT preset (brain, lung, bone, abdomen, liver, mediastinum, ...), "
+                          "percentiles pLOW,HIGH (e.g. p1,99) or minmax; default: the file's "
+                          "own window, CT soft tissue for CT, else p1,99 (volumes) or the "
+                          "value range (2D images)")
     seg.add_argument("--point", action="append", metavar="X,Y[,LABEL]",
                      help="a click in pixels; LABEL 1 = foreground (default), 0 = background; "
                           "repeat for several")
@@ -27,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from samkit.io.image import load_image
+    from samkit.io.medical import load_any, parse_window
     from samkit.io.prompts import check_box, points_from_triples, prompts_outside
     from samkit.predictor import SamPredictor
     from samkit.viz import overlay
@@ -39,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     triples = [[*p[:2], p[2] if len(p) == 3 else 1] for p in points]
     checked = points_from_triples(triples)
     check_box(box)
-    image = load_image(args.image)
+    loaded = load_any(args.image, args.slice, parse_window(args.window))
+    image = loaded.image
     for warning in prompts_outside(None if checked is None else checked[0], box,
                                    image.shape[:2]):
         print(f"samkit segment: warning: --{warning}", file=sys.stderr)
@@ -56,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     order = np.argsort(-scores)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    stem = Path(args.image).stem
+    stem = loaded.stem
     files = []
     for rank, i in enumerate(order):
         name = f"{stem}_mask{rank}.png" if len(order) > 1 else f"{stem}_mask.png"
@@ -69,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "image": str(args.image),
         "size": list(image.shape[:2]),
+        "slice": loaded.slice,
+        "window": args.window,
         "points": None if coords is None else coords.tolist(),
         "labels": None if labels is None else labels.tolist(),
         "box": box,

@@ -34,7 +34,6 @@ two corner points labelled 2 and 3, or, without a box, one padding point ``(0, 0
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import warnings
@@ -47,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from samkit.accel import use_reference
+from samkit.checkpoint import weights_fingerprint
 from samkit.errors import InputError
 from samkit.modeling import Sam
 
@@ -199,16 +199,6 @@ class ExportedModel:
     encoder: Path
     decoder: Path
     official_decoder: Path
-
-
-def weights_fingerprint(sam: Sam) -> str:
-    """SHA-256 over the model's tensors (names, shapes, bytes): the exported weights' identity."""
-    h = hashlib.sha256()
-    for name, t in sam.state_dict().items():
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _metadata(sam: Sam, part: str, model_name: str | None, fingerprint: str) -> dict[str, str]:

@@ -16,9 +16,10 @@ import math
 import os
 import platform
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -303,25 +304,95 @@ def interactive_loss(model: Sam, feats: torch.Tensor, gt: torch.Tensor, use_box:
     return total / (rounds + 1), stats
 
 
+# -- one optimizer step ---------------------------------------------------------------------
+class StepSettings(Protocol):
+    """The prompt-simulation and loss settings a training step reads (``TrainConfig`` and
+    ``FinetuneConfig`` both have them)."""
+
+    box_fraction: float
+    click_rounds: int
+    focal_weight: float
+    dice_weight: float
+    loss_resolution: str
+    bf16: bool
+    grad_clip: float
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters; no weight decay on biases, norms and positional
+    parameters."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in params if p.ndim >= 2 and "pos" not in n]
+    no_decay = [p for n, p in params if p.ndim < 2 or "pos" in n]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.999),
+    )
+
+
+def train_step(model: Sam, opt: torch.optim.Optimizer, images: torch.Tensor, gt: torch.Tensor,
+               counts: torch.Tensor, cfg: StepSettings, gen: torch.Generator,
+               encoder_grad: bool = True) -> tuple[torch.Tensor, dict[str, float], float]:
+    """One optimizer step of simulated interaction.
+
+    Args:
+        images: ``(B, 3, S, S)`` uint8 images, zero padded bottom/right.
+        gt: ``(N, S, S)`` bool target masks, the targets of image 0 first, then image 1's...
+        counts: ``(B,)`` targets per image (sums to ``N``; images may differ).
+        cfg: Prompt simulation and loss settings.
+        gen: Generator for the prompts (boxes vs points, clicks, jitter).
+        encoder_grad: Whether the image encoder's forward records gradients (False for a
+            frozen encoder: no activations kept, no backward through it).
+
+    Returns:
+        The loss, per-round IoU statistics and the gradient norm before clipping.
+    """
+    dev = gt.device
+    size = images.shape[-1]
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.set_grad_enabled(encoder_grad):
+            feats = model.image_encoder(
+                model.preprocess(images.to(dev, non_blocking=True).float()))
+        f = torch.repeat_interleave(feats, counts.to(dev), dim=0)
+        use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < cfg.box_fraction
+        loss, stats = interactive_loss(model, f, gt, use_box, cfg.click_rounds, size, gen,
+                                       (cfg.focal_weight, cfg.dice_weight),
+                                       full_res=cfg.loss_resolution == "full")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+    opt.step()
+    return loss, stats, grad_norm
+
+
 # -- evaluation ----------------------------------------------------------------------------
 @torch.no_grad()
-def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> dict[str, float]:
-    """Held-out ('val') mIoU for one centre point (top predicted IoU) and for a box."""
+def prompt_miou(model: Sam, samples: Iterable[tuple[torch.Tensor, torch.Tensor]], size: int
+                ) -> dict[str, float]:
+    """Held-out mIoU for one interior point (top predicted IoU) and for the tight box.
+
+    Args:
+        samples: ``(image (1, 3, S, S) uint8, targets (K, S, S) bool)`` pairs in the padded
+            input frame (``S = size``).
+
+    Returns:
+        ``{"val_miou_point": ..., "val_miou_box": ...}`` (NaN without targets).
+    """
     from samkit.eval.prompts import interior_point
 
+    was_training = model.training
     model.eval()
     dev = model.device
-    rng = np.random.default_rng(0)
     ious_point, ious_box = [], []
-    for i in range(n_scenes):
-        batch = scene_batch("val", i, 1, size, max_targets, rng)
-        if not batch.targets:
+    for image, gt in samples:
+        if not len(gt):
             continue
-        feats = model.image_encoder(model.preprocess(batch.images.to(dev).float()))
-        gt = batch.targets[0].to(dev)
+        feats = model.image_encoder(model.preprocess(image.to(dev).float()))
+        gt = gt.to(dev)
         n = gt.shape[0]
         f = feats.expand(n, -1, -1, -1)
-        pts = torch.tensor(np.stack([interior_point(m.numpy()) for m in batch.targets[0]]),
+        pts = torch.tensor(np.stack([interior_point(m.cpu().numpy()) for m in gt]),
                            dtype=torch.float, device=dev)
         out, iou = _decode(model, f, pts[:, None],
                            torch.ones(n, 1, dtype=torch.long, device=dev), None, None, True)
@@ -331,8 +402,25 @@ def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> di
         out, _ = _decode(model, f, None, None, mask_boxes(gt), None, False)
         up = F.interpolate(out, (size, size), mode="bilinear")[:, 0] > 0
         ious_box += mask_iou(up, gt).tolist()
+    model.train(was_training)
+    nan = float("nan")
+    return {"val_miou_point": float(np.mean(ious_point)) if ious_point else nan,
+            "val_miou_box": float(np.mean(ious_box)) if ious_box else nan}
+
+
+def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> dict[str, float]:
+    """:func:`prompt_miou` on the first ``n_scenes`` synthetic validation scenes."""
+    rng = np.random.default_rng(0)
+
+    def samples() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i in range(n_scenes):
+            batch = scene_batch("val", i, 1, size, max_targets, rng)
+            if batch.targets:
+                yield batch.images, batch.targets[0]
+
+    metrics = prompt_miou(model, samples(), size)
     model.train()
-    return {"val_miou_point": float(np.mean(ious_point)), "val_miou_box": float(np.mean(ious_box))}
+    return metrics
 
 
 # -- the loop ------------------------------------------------------------------------------
@@ -381,13 +469,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         model.image_encoder.requires_grad_(False)
     model.to(dev)
     _train_mode(model, cfg)
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in params if p.ndim >= 2 and "pos" not in n]
-    no_decay = [p for n, p in params if p.ndim < 2 or "pos" in n]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.999),
-    )
+    opt = make_optimizer(model, cfg.lr, cfg.weight_decay)
     step, elapsed = 0, 0.0
     ckpt_path = out / "last.pt"
     if resume and ckpt_path.exists():
@@ -432,20 +514,9 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         t_wait = time.perf_counter()
         data = next(batches)
         data_wait = time.perf_counter() - t_wait  # > 0: the model waits for scenes
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            with torch.set_grad_enabled(not cfg.freeze_encoder):
-                feats = model.image_encoder(
-                    model.preprocess(data["images"].to(dev, non_blocking=True).float()))
-            f = torch.repeat_interleave(feats, data["counts"].to(dev), dim=0)
-            gt = unpack_masks(data["masks"].to(dev, non_blocking=True))
-            use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < cfg.box_fraction
-            loss, stats = interactive_loss(model, f, gt, use_box, cfg.click_rounds, size, gen,
-                                           (cfg.focal_weight, cfg.dice_weight),
-                                           full_res=cfg.loss_resolution == "full")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-        opt.step()
+        gt = unpack_masks(data["masks"].to(dev, non_blocking=True))
+        loss, stats, grad_norm = train_step(model, opt, data["images"], gt, data["counts"],
+                                            cfg, gen, encoder_grad=not cfg.freeze_encoder)
         step += 1
         record = {"step": step, "loss": float(loss.detach()), "lr": lr,
                   "grad_norm": grad_norm, "time_s": round(time.time() - t_start, 1),
