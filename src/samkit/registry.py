@@ -260,6 +260,7 @@ def build_sam(
     model_type: str | SamConfig | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
     device: str | torch.device = "cpu",
+    adapter: str | os.PathLike[str] | None = None,
 ) -> Sam:
     """Build a SAM model, optionally loading weights strictly.
 
@@ -269,6 +270,9 @@ def build_sam(
         checkpoint: ``.pth`` or ``.safetensors`` file in the official key layout. When None,
             models with bundled weights (``"nano"``) load them; others stay random.
         device: Where to put the model.
+        adapter: A fine-tuning result (``samkit finetune``'s ``adapter.safetensors``) to
+            apply; it must have been trained on exactly these weights (else
+            :class:`samkit.train.adapters.AdapterMismatchError`).
 
     Returns:
         The model in eval mode.
@@ -299,7 +303,7 @@ def build_sam(
             "(build_sam(checkpoint=...), or samkit's --checkpoint without --model)"
         )
     if state_dict is None:
-        return build_sam_from_config(config).to(device)
+        return _with_adapter(build_sam_from_config(config), adapter).to(device)
     # With weights to load, build with the parameters on the meta device (no random init,
     # no memory) and make the file's tensors the parameters: the weights are held once
     # (ViT-H: 2.5 GB, not 5). Buffers are built as usual (see parameters_on_meta).
@@ -310,7 +314,15 @@ def build_sam(
     left = [k for k, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise RuntimeError(f"tensors not set by the checkpoint: {left}")
-    return model.to(device)
+    return _with_adapter(model, adapter).to(device)
+
+
+def _with_adapter(model: Sam, adapter: str | os.PathLike[str] | None) -> Sam:
+    if adapter is None:
+        return model
+    from samkit.train.adapters import load_adapter
+
+    return load_adapter(model, adapter)
 
 
 def _registry_builder(name: str) -> Callable[..., Sam]:

@@ -11,11 +11,11 @@ import argparse
 import sys
 import traceback
 
-from samkit.cli import amg, demo, evaluate, export, models, segment, studio, train
+from samkit.cli import amg, demo, evaluate, export, finetune, models, segment, studio, train
 from samkit.cli.common import CliError, join_negative_values
 from samkit.errors import SamkitError
 
-COMMANDS = (segment, amg, models, demo, studio, train, evaluate, export)
+COMMANDS = (segment, amg, models, demo, studio, train, finetune, evaluate, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -78,7 +78,8 @@ def load_model(args: argparse.Namespace) -> Any:
         print(f"using the bundled {choice.name} model (trained on synthetic scenes; for real "
               "photos pass an official --checkpoint)", file=sys.stderr)
     model = build_sam(choice.name if choice.bundled else args.model,
-                      checkpoint=choice.checkpoint, device=device(args.device))
+                      checkpoint=choice.checkpoint, device=device(args.device),
+                      adapter=getattr(args, "adapter", None))
     if getattr(args, "fast", False) or getattr(args, "compile", False):
         from samkit.accel import optimize
 
@@ -104,8 +105,8 @@ def load_model_or_onnx(args: argparse.Namespace) -> tuple[Any, str | None]:
         if args.int8:
             raise CliError("--int8 runs exported int8 files: give --onnx DIR too")
         return load_model(args), None
-    ignored = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "model", "device", "fast",
-                                                     "compile") if getattr(args, n, None)]
+    ignored = [f"--{n.replace('_', '-')}" for n in ("checkpoint", "model", "adapter", "device",
+                                                     "fast", "compile") if getattr(args, n, None)]
     if ignored:
         raise CliError(f"--onnx runs the exported files as they are; {', '.join(ignored)} "
                        "would be ignored (export another model to change it)")
@@ -157,6 +158,9 @@ def add_model_args(p: argparse.ArgumentParser, model_switches: bool = True) -> N
         help=f"model type ({names}); inferred from --checkpoint if omitted; without "
              "--checkpoint the bundled nano model is used",
     )
+    p.add_argument("--adapter", type=Path, default=None,
+                   help="a fine-tuning result to apply (samkit finetune's adapter.safetensors; "
+                        "it must match the model's weights)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if present)")
     add_speed_args(p, model_switches)
 

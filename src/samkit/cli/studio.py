@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if images is not None and not Path(images).is_dir():
         raise CliError(f"--images {images} is not a directory")
     project, amg = open_project(project_dir, args.model, args.checkpoint, images,
-                                device=device(args.device))
+                                device=device(args.device), adapter=args.adapter)
     if precompute:
         from tqdm import tqdm
 

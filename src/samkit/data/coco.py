@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from samkit.errors import InputError
 from samkit.io.formats import (
     DatasetWriter,
     ImageEntry,
@@ -19,29 +20,39 @@ from samkit.io.formats import (
     read_coco,
 )
 
+DOMAINS = ("scenes", "cells")
+
 
 def write_synthetic_coco(
     split: str, n: int, out_dir: str | os.PathLike[str], start: int = 0,
-    progress: bool = True,
+    progress: bool = True, domain: str = "scenes",
 ) -> Path:
-    """Write scenes ``start .. start + n - 1`` of a synthetic split as a COCO dataset.
+    """Write images ``start .. start + n - 1`` of a synthetic split as a COCO dataset.
 
     Layout: ``out_dir/images/<split>_<index>.png`` and ``out_dir/annotations.json`` with RLE
     segmentations; each annotation also has ``level`` (0 whole, 1 part, 2 sub-part),
     ``parent_id`` and ``shape``.
+
+    Args:
+        domain: ``scenes`` (:mod:`samkit.data.synthetic`, what nano trains on) or ``cells``
+            (:mod:`samkit.data.cells`: 16-bit grayscale PNGs of crowded, touching cells).
     """
     from tqdm import tqdm
 
+    from samkit.data.cells import make_cells
     from samkit.data.synthetic import make_scene
 
+    if domain not in DOMAINS:
+        raise InputError(f"unknown synthetic domain {domain!r}; use one of {', '.join(DOMAINS)}")
+    make = make_scene if domain == "scenes" else make_cells
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     writer = DatasetWriter("coco", directory_sink(out), info={
-        "description": f"samkit synthetic scenes, split {split!r}, indices "
+        "description": f"samkit synthetic {domain}, split {split!r}, indices "
                        f"{start}..{start + n - 1}"})
     next_id = 1
     for index in tqdm(range(start, start + n), desc=f"synth {split}", disable=not progress):
-        scene = make_scene(split, index)
+        scene = make(split, index)
         name = f"{split}_{index:06d}.png"
         Image.fromarray(scene.image).save(out / "images" / name)
         h, w = scene.image.shape[:2]

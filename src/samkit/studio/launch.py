@@ -16,8 +16,11 @@ LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 def open_project(project_dir: str | os.PathLike[str], model_name: str | None = None,
                  checkpoint: str | os.PathLike[str] | None = None,
                  images_dir: str | os.PathLike[str] | None = None,
-                 device: str = "cpu") -> tuple[Project, dict[str, Any]]:
-    """Build the model (the bundled nano unless a checkpoint is given) and open the project.
+                 device: str = "cpu", adapter: str | os.PathLike[str] | None = None
+                 ) -> tuple[Project, dict[str, Any]]:
+    """Build the model (the bundled nano unless a checkpoint is given), apply ``adapter`` (a
+    fine-tuning result) if given, and open the project. The embedding cache is per model and
+    adapter.
 
     Returns:
         The project and the automatic-mask settings recommended for the model.
@@ -26,7 +29,8 @@ def open_project(project_dir: str | os.PathLike[str], model_name: str | None = N
 
     choice = resolve_weights(model_name, checkpoint)
     assert choice.checkpoint is not None
-    model = build_sam(choice.name, checkpoint=choice.checkpoint, device=device)
+    model = build_sam(choice.name, checkpoint=choice.checkpoint, device=device,
+                      adapter=adapter)
     if choice.bundled:
         assert choice.name is not None
         model_id = model_id_for(choice.name, choice.checkpoint)
@@ -34,6 +38,8 @@ def open_project(project_dir: str | os.PathLike[str], model_name: str | None = N
     else:
         model_id = model_id_for(choice.checkpoint.stem, choice.checkpoint)
         recommended = {}
+    if adapter is not None:  # another encoder (lora, adapter) or decoder: its own cache
+        model_id = f"{model_id}+{model_id_for(Path(adapter).stem, adapter)}"
     return Project(project_dir, model.eval(), model_id, images_dir=images_dir), recommended
 
 

@@ -332,7 +332,8 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.op
 
 def train_step(model: Sam, opt: torch.optim.Optimizer, images: torch.Tensor, gt: torch.Tensor,
                counts: torch.Tensor, cfg: StepSettings, gen: torch.Generator,
-               encoder_grad: bool = True) -> tuple[torch.Tensor, dict[str, float], float]:
+               encoder_grad: bool = True, sizes: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, dict[str, float], float]:
     """One optimizer step of simulated interaction.
 
     Args:
@@ -343,6 +344,9 @@ def train_step(model: Sam, opt: torch.optim.Optimizer, images: torch.Tensor, gt:
         gen: Generator for the prompts (boxes vs points, clicks, jitter).
         encoder_grad: Whether the image encoder's forward records gradients (False for a
             frozen encoder: no activations kept, no backward through it).
+        sizes: ``(B, 2)`` unpadded ``(h, w)`` of each image: each is then normalised and
+            padded as the predictor does (the padding is zero after normalisation). None:
+            the images are taken as they are, padding included (the synthetic recipe).
 
     Returns:
         The loss, per-round IoU statistics and the gradient norm before clipping.
@@ -351,8 +355,13 @@ def train_step(model: Sam, opt: torch.optim.Optimizer, images: torch.Tensor, gt:
     size = images.shape[-1]
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
         with torch.set_grad_enabled(encoder_grad):
-            feats = model.image_encoder(
-                model.preprocess(images.to(dev, non_blocking=True).float()))
+            x = images.to(dev, non_blocking=True).float()
+            if sizes is None:
+                x = model.preprocess(x)
+            else:
+                x = torch.cat([model.preprocess(x[i : i + 1, :, :h, :w])
+                               for i, (h, w) in enumerate(sizes.tolist())])
+            feats = model.image_encoder(x)
         f = torch.repeat_interleave(feats, counts.to(dev), dim=0)
         use_box = torch.rand(gt.shape[0], generator=gen, device=gen.device) < cfg.box_fraction
         loss, stats = interactive_loss(model, f, gt, use_box, cfg.click_rounds, size, gen,
