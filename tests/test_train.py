@@ -302,3 +302,30 @@ def test_full_resolution_loss_scores_the_upsampled_logits():
         assert torch.isfinite(loss) and 0 <= stats["iou_r0"] <= 1
         losses.append(float(loss.detach()))
     assert losses[0] != losses[1]
+
+
+@pytest.mark.parametrize("pad", ["normalized", "raw"])
+def test_training_pads_scenes_as_the_predictor_does(pad):
+    """The encoder sees each scene normalised and then zero padded (as ``set_image`` pads),
+    unless ``pad="raw"`` (black padding, the older recipe)."""
+    from samkit.train.loop import SceneSteps, make_optimizer, train_step, unpack_masks
+
+    cfg = dataclasses.replace(CFG, pad=pad, images_per_step=2)
+    model = build_sam(MICRO).train()
+    data = SceneSteps(cfg, MICRO.image_size)[0]
+    seen = []
+    model.image_encoder.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach()))
+    train_step(model, make_optimizer(model, 1e-4, 0.0), data["images"],
+               unpack_masks(data["masks"]), data["counts"], cfg,
+               torch.Generator().manual_seed(0),
+               sizes=data["sizes"] if pad == "normalized" else None)
+    x = seen[0]
+    padded_somewhere = False
+    for i, (h, w) in enumerate(data["sizes"].tolist()):
+        torch.testing.assert_close(x[i, :, :h, :w], model.preprocess(
+            data["images"][i : i + 1, :, :h, :w].float())[0, :, :h, :w])
+        padding = torch.cat([x[i, :, h:, :].flatten(), x[i, :, :, w:].flatten()])
+        if padding.numel():
+            padded_somewhere = True
+            assert bool((padding == 0).all()) == (pad == "normalized")
+    assert padded_somewhere

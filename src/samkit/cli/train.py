@@ -49,6 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--loss-resolution", choices=["low", "full"], default=None,
                     help="score masks on the decoder's low-res grid (default) or upsampled "
                          "to the input size (sharper edges, small objects)")
+    tr.add_argument("--pad", choices=["normalized", "raw"], default=None,
+                    help="normalized (default): scenes padded after normalisation, as the "
+                         "predictor pads; raw: the padded canvas normalised whole (black "
+                         "padding, as nano v2's first three stages were trained)")
     tr.add_argument("--bf16", action="store_true",
                     help="bfloat16 autocast (GPUs; CPUs with AVX-512 BF16 or AMX)")
     tr.add_argument("--workers", type=int, default=0,
@@ -100,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {k: getattr(args, k) for k in (
         "steps", "lr", "images_per_step", "targets_per_image", "click_rounds", "seed",
         "box_fraction", "easy_fraction", "warmup_steps", "eval_every", "schedule",
-        "first_scene", "loss_resolution")}
+        "first_scene", "loss_resolution", "pad")}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.bf16:
         overrides["bf16"] = True

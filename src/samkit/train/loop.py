@@ -77,12 +77,18 @@ class TrainConfig:
     # (S/4); "full": the low-res logits are upsampled (bilinear, as the predictor does) and
     # scored against the full-resolution target, which is what small objects need
     loss_resolution: str = "low"
+    # "normalized": each scene is normalised, then zero padded, as the predictor and
+    # ``samkit eval`` do; "raw": the padded uint8 canvas is normalised as a whole, so the
+    # padding looks black (how nano v2's stages 1-3 were trained)
+    pad: str = "normalized"
 
     def __post_init__(self) -> None:
         if self.schedule not in ("steps", "time"):
             raise InputError(f"schedule must be 'steps' or 'time', not {self.schedule!r}")
         if self.schedule == "time" and not self.time_limit_s:
             raise InputError("schedule='time' needs a time limit (--time-limit)")
+        if self.pad not in ("normalized", "raw"):
+            raise InputError(f"pad must be 'normalized' or 'raw', not {self.pad!r}")
         if self.loss_resolution not in ("low", "full"):
             raise InputError(f"loss_resolution must be 'low' or 'full', not "
                              f"{self.loss_resolution!r}")
@@ -142,6 +148,7 @@ def init_weights(model: Sam, seed: int) -> None:
 class Batch:
     images: torch.Tensor  # (B, 3, S, S) uint8, zero padded bottom/right
     targets: list[torch.Tensor]  # per image (K, S, S) bool instance masks
+    sizes: torch.Tensor  # (B, 2) the unpadded (h, w) of each image
 
 
 def scene_batch(split: str, start: int, n: int, size: int, k: int,
@@ -152,7 +159,7 @@ def scene_batch(split: str, start: int, n: int, size: int, k: int,
     """
     scene_kwargs: dict = {"max_objects": 5, "min_objects": 1, "radius_range": (0.12, 0.45)} \
         if easy else {}
-    images, targets = [], []
+    images, targets, sizes = [], [], []
     for i in range(start, start + n):
         long_side_h = (i + rng.integers(2)) % 2 == 0
         other = int(np.random.default_rng([7, i]).integers(int(size * 0.625), size + 1))
@@ -169,7 +176,8 @@ def scene_batch(split: str, start: int, n: int, size: int, k: int,
             t[j, : hw[0], : hw[1]] = torch.from_numpy(masks[idx])
         images.append(img)
         targets.append(t)
-    return Batch(torch.stack(images), targets)
+        sizes.append(hw)
+    return Batch(torch.stack(images), targets, torch.tensor(sizes).reshape(-1, 2))
 
 
 class SceneSteps(torch.utils.data.Dataset):
@@ -178,7 +186,8 @@ class SceneSteps(torch.utils.data.Dataset):
 
     Each item holds ``images`` ``(B, 3, S, S)`` uint8, ``masks`` ``(N, S, S // 8)`` uint8 (the
     instance masks of all images, bits packed along x by :func:`numpy.packbits`; unpack with
-    :func:`unpack_masks`) and ``counts`` ``(B,)`` (instances per image).
+    :func:`unpack_masks`), ``counts`` ``(B,)`` (instances per image) and ``sizes`` ``(B, 2)``
+    (each image's unpadded ``(h, w)``).
     """
 
     def __init__(self, cfg: TrainConfig, size: int) -> None:
@@ -197,7 +206,8 @@ class SceneSteps(torch.utils.data.Dataset):
                             cfg.images_per_step, self.size, cfg.targets_per_image, rng, easy=easy)
         masks = np.packbits(torch.cat(batch.targets).numpy(), axis=-1)
         return {"images": batch.images, "masks": torch.from_numpy(masks),
-                "counts": torch.tensor([t.shape[0] for t in batch.targets])}
+                "counts": torch.tensor([t.shape[0] for t in batch.targets]),
+                "sizes": batch.sizes}
 
 
 def unpack_masks(packed: torch.Tensor) -> torch.Tensor:
@@ -417,15 +427,18 @@ def prompt_miou(model: Sam, samples: Iterable[tuple[torch.Tensor, torch.Tensor]]
             "val_miou_box": float(np.mean(ious_box)) if ious_box else nan}
 
 
-def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8) -> dict[str, float]:
-    """:func:`prompt_miou` on the first ``n_scenes`` synthetic validation scenes."""
+def quick_eval(model: Sam, n_scenes: int, size: int, max_targets: int = 8,
+               pad: str = "normalized") -> dict[str, float]:
+    """:func:`prompt_miou` on the first ``n_scenes`` synthetic validation scenes, padded as
+    ``pad`` says (see :class:`TrainConfig`)."""
     rng = np.random.default_rng(0)
 
     def samples() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for i in range(n_scenes):
             batch = scene_batch("val", i, 1, size, max_targets, rng)
             if batch.targets:
-                yield batch.images, batch.targets[0]
+                h, w = batch.sizes[0].tolist() if pad == "normalized" else (size, size)
+                yield batch.images[:, :, :h, :w], batch.targets[0]
 
     metrics = prompt_miou(model, samples(), size)
     model.train()
@@ -524,14 +537,16 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
         data = next(batches)
         data_wait = time.perf_counter() - t_wait  # > 0: the model waits for scenes
         gt = unpack_masks(data["masks"].to(dev, non_blocking=True))
-        loss, stats, grad_norm = train_step(model, opt, data["images"], gt, data["counts"],
-                                            cfg, gen, encoder_grad=not cfg.freeze_encoder)
+        loss, stats, grad_norm = train_step(
+            model, opt, data["images"], gt, data["counts"], cfg, gen,
+            encoder_grad=not cfg.freeze_encoder,
+            sizes=data["sizes"] if cfg.pad == "normalized" else None)
         step += 1
         record = {"step": step, "loss": float(loss.detach()), "lr": lr,
                   "grad_norm": grad_norm, "time_s": round(time.time() - t_start, 1),
                   "pairs": int(gt.shape[0]), "data_wait_s": round(data_wait, 4), **stats}
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            metrics = quick_eval(model, cfg.eval_scenes, size)
+            metrics = quick_eval(model, cfg.eval_scenes, size, pad=cfg.pad)
             _train_mode(model, cfg)
             record.update(metrics)
         log.write(json.dumps(record) + "\n")
@@ -547,7 +562,7 @@ def train(cfg: TrainConfig, out_dir: str | os.PathLike[str], resume: bool = True
     bar.close()
     del batches  # stops the workers
     if step and step % cfg.eval_every and step != cfg.steps:  # stopped between evals
-        metrics = quick_eval(model, cfg.eval_scenes, size)
+        metrics = quick_eval(model, cfg.eval_scenes, size, pad=cfg.pad)
         log.write(json.dumps({"step": step, "eval_only": True,
                               "time_s": round(time.time() - t_start, 1), **metrics}) + "\n")
         log.flush()
