@@ -340,3 +340,28 @@ def test_missing_peft_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "peft", None)
     with pytest.raises(MissingExtraError, match=r"samkit\[finetune\]"):
         apply_method(base_model(), AdapterConfig(method="lora"))
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt"])
+def test_an_adapted_model_exports_to_onnx(tmp_path, method):
+    """The exported graphs carry the adapter (LoRA layers, learned prompt tokens)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from samkit.backends.onnxruntime import OnnxPredictor
+    from samkit.export.onnx import export_onnx
+
+    model = base_model()
+    apply_method(model, AdapterConfig(method=method))
+    perturb(model)
+    model.eval()
+    export_onnx(model, tmp_path)
+    image = scene()
+    got, expected = [], []
+    for predictor, out in ((OnnxPredictor(tmp_path), got), (SamPredictor(model), expected)):
+        predictor.set_image(image)
+        masks, _, _ = predictor.predict(point_coords=np.array([[60, 50]]),
+                                        point_labels=np.array([1]))
+        out.append(masks)
+    inter = (got[0] & expected[0]).sum((1, 2))
+    union = (got[0] | expected[0]).sum((1, 2))
+    assert (inter / np.maximum(union, 1) >= 0.999).all()

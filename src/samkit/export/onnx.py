@@ -93,6 +93,9 @@ class _DecoderBase(nn.Module):
         has = has_mask_input.reshape(-1, 1, 1, 1)
         dense = has * pe.mask_downscaling(mask_input) + \
             (1 - has) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        learned = getattr(pe, "learned_prompt", None)
+        if learned is not None:  # samkit finetune --method prompt
+            sparse, dense = learned.add_to(sparse, dense)
         return self.sam.mask_decoder.predict_masks(
             image_embeddings, pe.get_dense_pe(), sparse, dense)
 

@@ -142,7 +142,12 @@ class LearnedPrompt(nn.Module):
 
     def hook(self, module: nn.Module, args: tuple[Any, ...],
              out: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        sparse, dense = out
+        return self.add_to(*out)
+
+    def add_to(self, sparse: torch.Tensor, dense: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sparse`` ``(B, N, C)`` -> ``(B, N + K, C)``; ``dense`` ``(B, C, h, w)`` plus the
+        learned dense prompt."""
         if self.tokens is not None:
             tokens = self.tokens.to(sparse.dtype).expand(sparse.shape[0], -1, -1)
             sparse = torch.cat([sparse, tokens], dim=1)
