@@ -173,6 +173,10 @@ def test_build_sam_applies_an_adapter(tmp_path):
 
 
 def test_bad_adapter_settings():
+    model = base_model()
+    apply_method(model, AdapterConfig(method="adapter"))
+    with pytest.raises(InputError, match="already has an adapter"):
+        apply_method(model, AdapterConfig(method="lora"))
     with pytest.raises(InputError, match="unknown fine-tuning method"):
         AdapterConfig(method="dora")
     with pytest.raises(InputError, match="LoRA targets"):
@@ -365,3 +369,26 @@ def test_an_adapted_model_exports_to_onnx(tmp_path, method):
     inter = (got[0] & expected[0]).sum((1, 2))
     union = (got[0] | expected[0]).sum((1, 2))
     assert (inter / np.maximum(union, 1) >= 0.999).all()
+
+
+def test_studio_opens_a_project_with_an_adapter(tmp_path):
+    """`samkit studio --adapter`: the adapted model serves the project, and its embeddings
+    live in a cache of their own (the base model's cached embeddings are not reused)."""
+    from samkit.studio.launch import open_project
+
+    ckpt = save_checkpoint(base_model(), tmp_path / "tiny.safetensors", TINY)
+    model = build_sam(checkpoint=ckpt)
+    cfg = AdapterConfig(method="lora")
+    sha = weights_fingerprint(model)
+    apply_method(model, cfg)
+    perturb(model)
+    adapter = save_adapter(model, cfg, tmp_path / "lora.safetensors", sha)
+    (tmp_path / "images").mkdir()
+    Image.fromarray(scene()).save(tmp_path / "images" / "a.png")
+    plain, _ = open_project(tmp_path / "p", checkpoint=ckpt, images_dir=tmp_path / "images")
+    adapted, _ = open_project(tmp_path / "p", checkpoint=ckpt, images_dir=tmp_path / "images",
+                              adapter=adapter)
+    assert adapted.model_id != plain.model_id and adapted.cache_dir != plain.cache_dir
+    image = scene()
+    np.testing.assert_array_equal(click_logits(adapted.model, image),
+                                  click_logits(model.eval(), image))

@@ -181,7 +181,14 @@ def apply_method(model: Sam, cfg: AdapterConfig) -> list[str]:
 
     Returns:
         The names of the trainable parameters (``model.named_parameters()`` names).
+
+    Raises:
+        InputError: ``model`` already carries a method's modules.
     """
+    if any(".lora_" in n or "_adapter." in n or "learned_prompt." in n
+           for n, _ in model.named_parameters()):
+        raise InputError("this model already has an adapter applied; build the base model "
+                         "again to apply another")
     model.requires_grad_(False)
     if cfg.method == "decoder":
         model.mask_decoder.requires_grad_(True)
