@@ -24,7 +24,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("decoder", "lora", "adapter", "prompt")
+#: label -> the method's ``samkit finetune`` arguments (defaults otherwise)
+VARIANTS = {
+    "decoder": ["--method", "decoder"],
+    "lora": ["--method", "lora"],  # rank 4 on the encoder's attention
+    "lora-enc-dec": ["--method", "lora", "--lora-targets", "encoder,decoder"],
+    "adapter": ["--method", "adapter"],
+    "prompt": ["--method", "prompt"],
+}
 
 
 def cpu_flags() -> str:
@@ -64,7 +71,9 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=200, help="training images (<= 200)")
     ap.add_argument("--test", type=int, default=60, help="held-out images")
     ap.add_argument("--minutes", type=float, default=15.0, help="time limit per method")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(VARIANTS),
+                    help="labels of VARIANTS to run; rows of others already in --result are "
+                         "kept when the base figures match")
     ap.add_argument("--result", type=Path,
                     default=ROOT / "benchmarks" / "results" / "finetune_cells.json")
     args = ap.parse_args()
@@ -83,11 +92,25 @@ def main() -> int:
                     "minutes_per_method": args.minutes, "commands": commands}
     base = evaluate(test, out / "eval_base.json", commands)
     report["base"] = {"point1": base["point1"], "box": base["box"]}
+    labels = args.methods.split(",")
+    unknown = [m for m in labels if m not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown --methods {unknown}; known: {', '.join(VARIANTS)}")
     rows = []
-    for method in args.methods.split(","):
+    if args.result.exists():  # keep the other variants' rows of the same setting
+        old = json.loads(args.result.read_text())
+        same = {k: old.get(k) for k in ("base", "train_images", "test_images",
+                                        "minutes_per_method")} == \
+            {k: report[k] for k in ("base", "train_images", "test_images", "minutes_per_method")}
+        if same:
+            rows = [r for r in old.get("methods", []) if r["method"] not in labels]
+            report["commands"] = [c for c in old.get("commands", []) if c not in commands] + \
+                commands
+            commands = report["commands"]
+    for method in labels:
         run = out / f"run_{method}"
         wall = sh(["samkit", "finetune", str(train / "annotations.json"), "--base", "nano",
-                   "--method", method, "--time-limit", str(args.minutes), "--eval-every", "50",
+                   *VARIANTS[method], "--time-limit", str(args.minutes), "--eval-every", "50",
                    "--val-fraction", "0.1", "-o", str(run), "--restart"], commands)
         summary = json.loads((run / "summary.json").read_text())
         after = evaluate(test, out / f"eval_{method}.json", commands,
@@ -107,6 +130,7 @@ def main() -> int:
     print("| method | trainable params | file | 1-point mIoU | box mIoU | steps (kept) | time |")
     print("|---|---|---|---|---|---|---|")
     print(f"| base nano | - | - | {base['point1']:.3f} | {base['box']:.3f} | - | - |")
+    rows.sort(key=lambda r: list(VARIANTS).index(r["method"]))
     for r in rows:
         print(f"| {r['method']} | {r['trainable_parameters']:,} | "
               f"{r['adapter_bytes'] / 1e6:.2f} MB | {r['point1']:.3f} ({r['point1_gain']:+.3f}) "
