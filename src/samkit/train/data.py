@@ -210,7 +210,7 @@ def prepare(example: Example, size: int) -> Prepared:
                          f"{image.shape[:2]}")
     resized = ResizeLongestSide(size).apply_image(image)
     h, w = resized.shape[:2]
-    out = torch.zeros(len(masks), size, size, dtype=torch.bool)
+    out = torch.zeros(len(masks), size, size, dtype=torch.bool, device="cpu")
     for k, m in enumerate(masks):
         small = cv2.resize(m.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
         out[k, :h, :w] = torch.from_numpy(small >= 0.5)
@@ -261,12 +261,13 @@ class ExampleBatches:
                                      f"input size {self.size}")
                 continue
             pick = rng.permutation(len(ex.masks))[: self.targets]
-            img = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
+            img = torch.zeros(3, self.size, self.size, dtype=torch.uint8, device="cpu")
             h, w = ex.image.shape[1:]
             img[:, :h, :w] = ex.image
             images.append(img)
             sizes.append((h, w))
             masks.append(ex.masks[torch.from_numpy(np.sort(pick))])
             counts.append(len(pick))
-        return Batch(torch.stack(images), torch.tensor(sizes), torch.cat(masks),
-                     torch.tensor(counts))
+        cpu = torch.device("cpu")  # data is made on the CPU whatever the default device
+        return Batch(torch.stack(images), torch.tensor(sizes, device=cpu), torch.cat(masks),
+                     torch.tensor(counts, device=cpu))

@@ -177,7 +177,8 @@ def scene_batch(split: str, start: int, n: int, size: int, k: int,
         images.append(img)
         targets.append(t)
         sizes.append(hw)
-    return Batch(torch.stack(images), targets, torch.tensor(sizes).reshape(-1, 2))
+    return Batch(torch.stack(images), targets,
+                 torch.tensor(sizes, dtype=torch.long, device="cpu").reshape(-1, 2))
 
 
 class SceneSteps(torch.utils.data.Dataset):
