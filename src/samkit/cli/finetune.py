@@ -129,7 +129,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"validation mIoU  point {base['val_miou_point']:.3f} -> "
               f"{best['val_miou_point']:.3f}, box {base['val_miou_box']:.3f} -> "
               f"{best['val_miou_box']:.3f}", file=sys.stderr)
-    print(f"use it: samkit segment IMAGE --model {name} --adapter {summary['adapter']} ...")
+    as_file = Path(str(args.base)).is_file()
+    model_flags = f"--checkpoint {args.base}" if as_file else f"--model {name}" + (
+        f" --checkpoint {args.checkpoint}" if args.checkpoint else "")
+    print(f"use it: samkit segment IMAGE {model_flags} --adapter {summary['adapter']} ...")
     return 0
 
 
