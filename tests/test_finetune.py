@@ -112,9 +112,9 @@ def test_adapter_file_is_small_and_describes_itself(tmp_path):
     assert all(".lora_" in k for k in file.tensors)
     # encoder only: qkv and proj of 4 blocks, rank 4, width 32
     assert sum(t.numel() for t in file.tensors.values()) == 4 * 4 * (32 + 96 + 32 + 32)
+    full = save_checkpoint(base_model(), tmp_path / "full.safetensors", TINY)
     with pytest.raises(CheckpointError, match="not a samkit adapter"):
-        save_checkpoint(base_model(), tmp_path / "full.safetensors", TINY)
-        read_adapter(tmp_path / "full.safetensors")
+        read_adapter(full)
 
 
 @pytest.mark.parametrize("method", ["lora", "decoder"])

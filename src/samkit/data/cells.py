@@ -25,8 +25,8 @@ CELL_SPLIT_SEEDS = {"train": 11_000, "val": 12_000, "test": 13_000}
 
 def make_cells(split: str, index: int, size: tuple[int, int] | None = None,
                min_visible: int = 30) -> Scene:
-    """Cell image ``index`` of ``split``: ``image`` ``(H, W, 3)`` is *not* used; the 16-bit
-    picture is ``scene.image`` of shape ``(H, W)`` and dtype uint16.
+    """Cell image ``index`` of ``split``. Unlike the RGB scenes, ``scene.image`` is a
+    single-channel ``(H, W)`` uint16 picture (12-bit values).
 
     Args:
         split: ``train``, ``val`` or ``test``.

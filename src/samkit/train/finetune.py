@@ -39,7 +39,7 @@ from samkit.train.adapters import (
 from samkit.train.data import Example, ExampleBatches, prepare
 from samkit.train.loop import lr_at, make_optimizer, prompt_miou, train_step
 
-#: Peak learning rates that worked on the domain-shift benchmark (benchmarks/finetune_domain.py).
+#: Default peak learning rates (the ones benchmarks/finetune_domain.py ran with; not tuned).
 DEFAULT_LR = {"decoder": 3e-4, "lora": 1e-3, "adapter": 1e-3, "prompt": 3e-3}
 
 

@@ -357,7 +357,7 @@ def train_step(model: Sam, opt: torch.optim.Optimizer, images: torch.Tensor, gt:
             frozen encoder: no activations kept, no backward through it).
         sizes: ``(B, 2)`` unpadded ``(h, w)`` of each image: each is then normalised and
             padded as the predictor does (the padding is zero after normalisation). None:
-            the images are taken as they are, padding included (the synthetic recipe).
+            the padded images are normalised whole (``TrainConfig.pad="raw"``).
 
     Returns:
         The loss, per-round IoU statistics and the gradient norm before clipping.
