@@ -11,11 +11,22 @@ import argparse
 import sys
 import traceback
 
-from samkit.cli import amg, demo, evaluate, export, finetune, models, segment, studio, train
+from samkit.cli import (
+    amg,
+    demo,
+    evaluate,
+    export,
+    finetune,
+    models,
+    segment,
+    studio,
+    track,
+    train,
+)
 from samkit.cli.common import CliError, join_negative_values
 from samkit.errors import SamkitError
 
-COMMANDS = (segment, amg, models, demo, studio, train, finetune, evaluate, export)
+COMMANDS = (segment, amg, track, models, demo, studio, train, finetune, evaluate, export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
+    track.register_eval(sub)
     return parser
 
 

@@ -17,10 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     synth.add_argument("--split", choices=["train", "val", "test"], default="test",
                        help="which stream of scenes; 'test' is the held-out split (default)")
     synth.add_argument("--start", type=int, default=0, help="first scene index")
-    synth.add_argument("--domain", choices=["scenes", "cells"], default="scenes",
+    synth.add_argument("--domain", choices=["scenes", "cells", "videos", "volumes"],
+                       default="scenes",
                        help="scenes: what nano trains on (default); cells: a domain it never "
                             "saw (crowded, touching, low-contrast 16-bit cells) for "
-                            "fine-tuning")
+                            "fine-tuning; videos / volumes: clips with per-frame masks for "
+                            "samkit eval-video (moving, occluded, leaving objects over photos; "
+                            "CT-like scans)")
+    synth.add_argument("--frames", type=int, default=None,
+                       help="videos / volumes: frames (slices) per clip (default 40 / 32)")
     synth.set_defaults(func=run_synth)
 
     tr = sub.add_parser("train", help="train a model on synthetic scenes (resumes from --out)")
@@ -75,6 +80,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from samkit.data.coco import write_synthetic_coco
 
+    if args.domain in ("videos", "volumes"):
+        from samkit.data.video import write_synthetic_clips
+
+        out = write_synthetic_clips(args.split, args.n, args.output, args.domain,
+                                    start=args.start, n_frames=args.frames)
+        print(f"wrote {args.n} {args.split} {args.domain} under {out}")
+        return 0
+    if args.frames is not None:
+        from samkit.errors import InputError
+
+        raise InputError("--frames is for --domain videos or volumes")
     path = write_synthetic_coco(args.split, args.n, args.output, start=args.start,
                                 domain=args.domain)
     print(f"wrote {args.n} {args.split} {args.domain}: {path}")

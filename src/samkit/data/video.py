@@ -218,6 +218,7 @@ def make_volume(split: str, index: int, n_slices: int = 32, size: tuple[int, int
     labels = np.zeros((z, h, w), np.uint8)
     n = int(rng.integers(2, 4))
     prompt_frames = {}
+    densities = rng.permutation([-60.0, 80.0, 150.0, 230.0])  # organs differ in density
     for k in range(n):
         z0 = rng.uniform(0.3, 0.7) * z
         half = rng.uniform(0.25, 0.45) * z
@@ -227,7 +228,7 @@ def make_volume(split: str, index: int, n_slices: int = 32, size: tuple[int, int
         harmonics = rng.uniform(0, 0.2, 4)
         phases = rng.uniform(0, 6.3, 4)
         turn = rng.uniform(-0.08, 0.08)
-        hu = float(rng.choice([-60.0, 80.0, 140.0, 200.0]))
+        hu = float(densities[k])
         areas = []
         for s in range(z):
             u = (s - z0) / half
@@ -299,20 +300,13 @@ def read_clip(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
 
         labels = np.rint(read_volume(d / "labels.nii.gz").data).astype(np.int64)
     else:
+        from samkit.io.image import load_label_map
         from samkit.io.video import FolderFrames
 
         frames = np.stack([f for _, f in FolderFrames(d / "frames").frames()])
         names = sorted((d / "labels").glob("*.png"))
-        labels = np.stack([load_label(p) for p in names])
+        labels = np.stack([load_label_map(p) for p in names])
     return frames, labels, meta
-
-
-def load_label(path: Path) -> np.ndarray:
-    """A label-map PNG as an ``(H, W)`` integer array."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img)
 
 
 def write_synthetic_clips(split: str, n: int, directory: str | os.PathLike[str],

@@ -176,7 +176,28 @@ def evaluate_dataset(predictor: Any, directory: str | os.PathLike[str], config: 
     for clip in tqdm(clips, desc="clips", disable=not progress):
         frames, labels, meta = read_clip(clip)
         prompt_frames = {int(k): int(v) for k, v in meta["prompt_frames"].items()}
-        result = evaluate_clip(predictor, frames, labels, prompt_frames, config, bound)
+        clip_config = config
+        if meta["difficulty"] == "volume":  # what samkit track uses for volumes
+            from samkit.video import PropagationConfig
+
+            clip_config = (config or PropagationConfig()).for_volumes()
+        result = evaluate_clip(predictor, frames, labels, prompt_frames, clip_config, bound)
         rows.append((meta["difficulty"], result))
         per_clip[clip.name] = {"difficulty": meta["difficulty"], **result}
     return {"table": summarize(rows), "clips": per_clip}
+
+
+def format_video_table(table: dict[str, dict[str, float]]) -> str:
+    """The :func:`summarize` table as text, one row per group."""
+    head = f"{'group':<10} {'objects':>7} {'J':>6} {'F':>6} {'J&F':>6}"
+    bound = any("bound_JF" in r for r in table.values())
+    if bound:
+        head += f" {'bound J&F':>9} {'ratio':>6}"
+    lines = [head]
+    for group in sorted(table, key=lambda g: (g == "all", g)):
+        r = table[group]
+        line = f"{group:<10} {int(r['objects']):>7} {r['J']:>6.3f} {r['F']:>6.3f} {r['JF']:>6.3f}"
+        if bound:
+            line += f" {r['bound_JF']:>9.3f} {r['ratio']:>6.3f}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -132,3 +132,17 @@ def list_images(path: str | os.PathLike[str]) -> list[Path]:
     if not p.exists():
         raise FileNotFoundError(f"no such image or directory: {p}")
     return [p]
+
+
+def load_label_map(path: str | os.PathLike[str]) -> np.ndarray:
+    """A label-map image (8- or 16-bit PNG, TIFF) as an ``(H, W)`` integer array, values
+    as stored (no colour conversion or rescaling)."""
+    p = Path(path)
+    try:
+        with Image.open(p) as img:
+            arr = np.asarray(img)
+    except Exception as exc:
+        raise InputError(f"cannot read label map {p}: {exc}") from None
+    if arr.ndim != 2:
+        raise InputError(f"{p} is not a single-channel label map (shape {arr.shape})")
+    return arr

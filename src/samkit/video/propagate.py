@@ -74,7 +74,8 @@ class PropagationConfig:
             the mask) or ``"points+mask"``.
         n_points: Points for the points modes.
         box_margin: The box grows by this fraction of its size on each side (motion slack).
-        min_score: Lost when the predicted IoU falls below this.
+        min_score: Lost when the predicted IoU falls below this, or below 3/4 of the score
+            the object's prompt got when that was lower (a hard object stays followed).
         min_iou_prev: Lost when the mask's IoU with the previous frame's falls below this.
         max_area_change: Lost when the area grows or shrinks by more than this factor.
         min_similarity: Lost when the mask's likeness to the object falls below this: the
@@ -82,7 +83,9 @@ class PropagationConfig:
             frame's mean) and the Bhattacharyya coefficient of the colour histograms, against
             the object on its prompted frame or its last good frame.
         recover: Search for lost objects on later frames.
-        search_grid: Points per side of the grid searched for a lost object.
+        recover_within: Search only this many frames after the loss (None: until found).
+        search_grid: Points per side of the grid searched for a lost object (0: only its
+            last good box, for objects that do not move far, such as organs in a volume).
     """
 
     mode: str = "box"
@@ -93,7 +96,13 @@ class PropagationConfig:
     max_area_change: float = 3.0
     min_similarity: float = 0.7
     recover: bool = True
+    recover_within: int | None = None
     search_grid: int = 8
+
+    def for_volumes(self) -> PropagationConfig:
+        """These settings for the slices of a volume: an object that ends does not come back
+        elsewhere, so a lost object is looked for only in its last box, for two slices."""
+        return replace(self, search_grid=0, recover_within=2)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -131,11 +140,37 @@ class _Track:
     recent: tuple[np.ndarray, np.ndarray] | None = None  # appearance on the last good frame
     velocity: np.ndarray | None = None  # (2,) XY centroid step over the last two frames
     lost: bool = False
+    lost_for: int = 0  # frames since it was lost
+    prompt_score: float = 1.0  # predicted IoU of the mask its prompt gave
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     union = np.logical_or(a, b).sum()
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
+
+
+def _neighbour_points(track: _Track, others: list[_Track], box: np.ndarray | None
+                      ) -> np.ndarray:
+    """``(K, 2)`` XY points, one deep inside each other object's last mask where it lies in
+    ``box`` (default: this object's last box) and not under this object's mask."""
+    assert track.mask is not None
+    if box is None:
+        box = mask_box(track.mask, 0.1)
+    if box is None:
+        return np.zeros((0, 2))
+    x0, y0 = int(box[0]), int(box[1])
+    x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+    points = []
+    for other in others:
+        if other.mask is None:
+            continue
+        crop = other.mask[y0:y1, x0:x1] & ~track.mask[y0:y1, x0:x1]
+        if crop.sum() < 16:
+            continue
+        found = mask_points(crop, 1)
+        if len(found):
+            points.append(found[0] + (x0, y0))
+    return np.array(points, dtype=np.float64).reshape(-1, 2)
 
 
 def _centroid(mask: np.ndarray) -> np.ndarray:
@@ -292,7 +327,8 @@ class VideoPropagator:
             elif track.lost:
                 lost.append(obj)
             else:
-                out = self._track(track)
+                others = [t for o, t in tracks.items() if o != obj and o in todo and not t.lost]
+                out = self._track(track, others)
                 if out is None:
                     track.lost = True
                     lost.append(obj)
@@ -302,16 +338,22 @@ class VideoPropagator:
                     status[obj] = "tracked"
         for obj in lost:
             out = None
-            if self.config.recover:
+            track = tracks[obj]
+            track.lost_for += 1
+            within = self.config.recover_within
+            if self.config.recover and (within is None or track.lost_for <= within):
                 taken = [logits[o] > self.predictor.mask_threshold for o in logits]
-                out = self._search(tracks[obj], taken)
+                out = self._search(track, taken)
             if out is None:
                 status[obj], scores[obj] = "lost", 0.0
             else:
                 logits[obj], scores[obj] = out
                 status[obj] = "recovered"
-        return FrameResult(index, _resolve(logits, size, self.predictor.mask_threshold,
-                                           list(status)), scores, status)
+        masks = _resolve(logits, size, self.predictor.mask_threshold, list(status))
+        for obj in logits:  # where a neighbour won pixels, carry on from what is left
+            if masks[obj].any():
+                tracks[obj].mask = masks[obj]
+        return FrameResult(index, masks, scores, status)
 
     def _prompted(self, prompt: Prompt, track: _Track, size: tuple[int, int]
                   ) -> tuple[np.ndarray, float]:
@@ -321,10 +363,13 @@ class VideoPropagator:
             multimask_output=single_click, return_logits=True)
         best = int(np.argmax(scores))
         self._accept(track, logits[best], low[best], reference=True)
+        track.prompt_score = float(scores[best])
         return logits[best], float(scores[best])
 
-    def _track(self, track: _Track) -> tuple[np.ndarray, float] | None:
-        """The object's mask on the current frame from its last one, or None when lost."""
+    def _track(self, track: _Track, others: list[_Track]) -> tuple[np.ndarray, float] | None:
+        """The object's mask on the current frame from its last one, or None when lost.
+        ``others``: the other objects' states; one whose mask lay in this object's box gets
+        a background point, so the object does not take its neighbour over."""
         cfg = self.config
         assert track.mask is not None and track.logits is not None
         points = labels = box = None
@@ -340,31 +385,62 @@ class VideoPropagator:
         else:
             points = mask_points(track.mask, cfg.n_points) + shift
             labels = np.ones(len(points), dtype=np.int64)
+        negatives = _neighbour_points(track, others, box)
+        if len(negatives):
+            base = points if points is not None else np.zeros((0, 2))
+            points = np.concatenate([base, negatives])
+            labels = np.concatenate([np.ones(len(base), np.int64),
+                                     np.zeros(len(negatives), np.int64)])
         mask_input = track.logits[None] if cfg.mode.endswith("+mask") else None
-        multimask = cfg.mode.startswith("points")
-        logits, scores, low = self.predictor.predict(
-            point_coords=points, point_labels=labels, box=box, mask_input=mask_input,
-            multimask_output=multimask, return_logits=True)
-        masks = logits > self.predictor.mask_threshold
-        # Of several candidates, the one most like the last mask.
-        best = int(np.argmax([_iou(m, track.mask) + 0.1 * s for m, s in zip(masks, scores)]))
-        mask, score = masks[best], float(scores[best])
-        area, prev_area = int(mask.sum()), int(track.mask.sum())
-        change = max(area, 1) / max(prev_area, 1)
-        # An object entering through the picture's edge may grow fast, one leaving shrink.
-        grows_ok = change <= cfg.max_area_change or _on_edge(track.mask)
-        shrinks_ok = change >= 1 / cfg.max_area_change or _on_edge(mask)
-        if (score < cfg.min_score or area == 0 or _iou(mask, track.mask) < cfg.min_iou_prev
-                or not (grows_ok and shrinks_ok)):
-            return None
-        looks = self._appearance(low[best][None])
-        if self._similarity(track, looks)[0] < cfg.min_similarity:
-            return None
-        feature = (looks[0][0], looks[1][0])
+        # The prompt's own answer first (three candidates for points, one for a box); when
+        # no candidate passes, the box's three alternative masks.
+        tries = [cfg.mode.startswith("points")]
+        if not tries[0]:
+            tries.append(True)
         before = _centroid(track.mask)
-        self._accept(track, logits[best], low[best], feature=feature)
-        track.velocity = _centroid(track.mask) - before
-        return logits[best], score
+        for multimask in tries:
+            logits, scores, low = self.predictor.predict(
+                point_coords=points, point_labels=labels, box=box, mask_input=mask_input,
+                multimask_output=multimask, return_logits=True)
+            best = self._pick(track, logits, scores, low)
+            if best is not None:
+                k, feature = best
+                self._accept(track, logits[k], low[k], feature=feature)
+                track.velocity = _centroid(track.mask) - before
+                return logits[k], float(scores[k])
+        return None
+
+    def _pick(self, track: _Track, logits: np.ndarray, scores: np.ndarray, low: np.ndarray
+              ) -> tuple[int, tuple[np.ndarray, np.ndarray]] | None:
+        """Of candidate masks ``(C, H, W)`` logits, the one most like the object (its last
+        mask and its looks) that passes the checks of :class:`PropagationConfig`, with its
+        looks; None when none passes."""
+        cfg = self.config
+        assert track.mask is not None
+        prev_area = int(track.mask.sum())
+        min_score = min(cfg.min_score, 0.75 * track.prompt_score)
+        passing = []
+        for k in range(len(logits)):
+            mask = logits[k] > self.predictor.mask_threshold
+            area = int(mask.sum())
+            change = max(area, 1) / max(prev_area, 1)
+            # An object entering through the picture's edge may grow fast, one leaving shrink.
+            grows_ok = change <= cfg.max_area_change or _on_edge(track.mask)
+            shrinks_ok = change >= 1 / cfg.max_area_change or _on_edge(mask)
+            iou = _iou(mask, track.mask)
+            if (scores[k] >= min_score and area > 0 and iou >= cfg.min_iou_prev
+                    and grows_ok and shrinks_ok):
+                passing.append((k, iou))
+        if not passing:
+            return None
+        looks = self._appearance(low[[k for k, _ in passing]])
+        sims = self._similarity(track, looks)
+        ranked = sorted(range(len(passing)),
+                        key=lambda j: -(sims[j] + passing[j][1] + 0.1 * scores[passing[j][0]]))
+        for j in ranked:
+            if sims[j] >= cfg.min_similarity:
+                return passing[j][0], (looks[0][j], looks[1][j])
+        return None
 
     def _search(self, track: _Track, taken: list[np.ndarray]) -> tuple[np.ndarray, float] | None:
         """Look for a lost object: its last good box and a grid of points, decoded at low
@@ -372,22 +448,26 @@ class VideoPropagator:
         cfg, p = self.config, self.predictor
         assert track.mask is not None and p.original_size is not None
         h, w = p.original_size
-        n = cfg.search_grid
-        grid = (np.stack(np.meshgrid((np.arange(n) + 0.5) * w / n, (np.arange(n) + 0.5) * h / n),
-                         -1).reshape(-1, 1, 2))
-        coords = torch.as_tensor(p.transform.apply_coords(grid, (h, w)), dtype=torch.float)
-        labels = torch.ones(len(grid), 1, dtype=torch.int)
-        low_pts, sc_pts = p.predict_low_res_torch(coords, labels, multimask_output=True)
         box = torch.as_tensor(p.transform.apply_boxes(mask_box(track.mask, cfg.box_margin)[None],
                                                       (h, w)), dtype=torch.float)
         low_box, sc_box = p.predict_low_res_torch(None, None, box, multimask_output=False)
-        low = torch.cat([low_box.flatten(0, 1), low_pts.flatten(0, 1)]).float().cpu()
-        scores = torch.cat([sc_box.flatten(), sc_pts.flatten()]).float().cpu()
+        lows, scores_ = [low_box.flatten(0, 1).float().cpu()], [sc_box.flatten().float().cpu()]
+        n = cfg.search_grid
+        if n > 0:
+            grid = np.stack(np.meshgrid((np.arange(n) + 0.5) * w / n,
+                                        (np.arange(n) + 0.5) * h / n), -1).reshape(-1, 1, 2)
+            coords = torch.as_tensor(p.transform.apply_coords(grid, (h, w)), dtype=torch.float)
+            labels = torch.ones(len(grid), 1, dtype=torch.int)
+            low_pts, sc_pts = p.predict_low_res_torch(coords, labels, multimask_output=True)
+            lows.append(low_pts.flatten(0, 1).float().cpu())
+            scores_.append(sc_pts.flatten().float().cpu())
+        low, scores = torch.cat(lows), torch.cat(scores_)
         valid = self._valid(low.shape[-2:])
         fg = low[:, : valid[0], : valid[1]] > p.mask_threshold
         areas = fg.flatten(1).sum(1).float()
         change = areas.clamp(min=1) / max(track.low_area, 1.0)
-        ok = (scores >= cfg.min_score) & (areas > 0) & (change >= 1 / cfg.max_area_change)
+        min_score = min(cfg.min_score, 0.75 * track.prompt_score)
+        ok = (scores >= min_score) & (areas > 0) & (change >= 1 / cfg.max_area_change)
         if not _on_edge(track.mask):  # else it left the picture: it may come back larger
             ok &= change <= cfg.max_area_change
         if not bool(ok.any()):
@@ -424,6 +504,7 @@ class VideoPropagator:
             track.reference = feature
         track.recent = feature
         track.lost = False
+        track.lost_for = 0
         track.velocity = None  # set by the caller when the last frame was tracked too
 
     def _valid(self, low_size: tuple[int, ...]) -> tuple[int, int]:
@@ -487,13 +568,16 @@ class VideoPropagator:
         return best
 
 
-COLOUR_BINS = 8 * 4 * 4
+HUES, SATURATIONS, VALUES = 8, 3, 12
+COLOUR_BINS = HUES * SATURATIONS * VALUES
 
 
 def _colour_bins(rgb: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB -> ``(H, W)`` bin of 8 hues x 4 saturations x 4 values."""
+    """``(H, W, 3)`` uint8 RGB -> ``(H, W)`` bin of 8 hues x 3 saturations x 12 values (fine
+    in value: grey scans differ only there)."""
     hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV).astype(np.int64)
-    return (hsv[..., 0] * 8 // 180) * 16 + (hsv[..., 1] * 4 // 256) * 4 + hsv[..., 2] * 4 // 256
+    return ((hsv[..., 0] * HUES // 180) * SATURATIONS + hsv[..., 1] * SATURATIONS // 256
+            ) * VALUES + hsv[..., 2] * VALUES // 256
 
 
 # -- helpers -------------------------------------------------------------------------------
