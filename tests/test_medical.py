@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,59 +17,11 @@ from samkit.io.medical import (
     write_nifti,
 )
 
+from helpers import ct_volume, write_dicom_series
+
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
 tifffile = pytest.importorskip("tifffile")
-
-
-def ct_volume(z: int = 6, h: int = 40, w: int = 48) -> np.ndarray:
-    """``(Z, H, W)`` Hounsfield units: air around a water body with a bright disc whose
-    radius grows slice by slice."""
-    yy, xx = np.mgrid[0:h, 0:w]
-    vol = np.full((z, h, w), -1000.0, dtype=np.float32)
-    for k in range(z):
-        body = (yy - h / 2) ** 2 / (h / 2.5) ** 2 + (xx - w / 2) ** 2 / (w / 2.5) ** 2 < 1
-        vol[k][body] = 40.0
-        vol[k][(yy - h / 2) ** 2 + (xx - w / 2 - 5) ** 2 < (3 + k) ** 2] = 700.0
-    return vol
-
-
-def write_dicom_series(folder: Path, hu: np.ndarray, shuffle: bool = True,
-                       uid: str = "1.2.826.0.1.3680043.8.498.1") -> list[Path]:
-    """One CT file per slice, stored as uint16 with slope 1 / intercept -1024, positions
-    2.5 mm apart along z, written in a shuffled order (the reader must sort them)."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    order = np.random.default_rng(0).permutation(len(hu)) if shuffle else range(len(hu))
-    paths = []
-    for k in order:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        path = folder / f"slice_{len(paths):03d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CTImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.SeriesInstanceUID = uid
-        ds.Modality = "CT"
-        ds.InstanceNumber = int(len(hu) - k)  # deliberately not the spatial order
-        ds.ImagePositionPatient = [-20.0, -30.0, 2.5 * float(k)]
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.PixelSpacing = [0.8, 0.7]
-        ds.SliceThickness = 2.5
-        ds.Rows, ds.Columns = hu.shape[1:]
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
-        ds.PixelRepresentation = 0
-        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
-        ds.PixelData = (hu[k] + 1024).astype(np.uint16).tobytes()
-        ds.save_as(str(path), enforce_file_format=True)
-        paths.append(path)
-    return paths
 
 
 def test_windowing_and_presets():

@@ -372,6 +372,8 @@ class VideoPropagator:
         a background point, so the object does not take its neighbour over."""
         cfg = self.config
         assert track.mask is not None and track.logits is not None
+        if not track.mask.any():  # nothing to carry (an empty mask from its prompt)
+            return None
         points = labels = box = None
         shift = np.zeros(2) if track.velocity is None else track.velocity
         if cfg.mode.startswith("box"):  # moved on as the object moved over the last frames
@@ -447,6 +449,8 @@ class VideoPropagator:
         resolution; the candidate most like the object that passes the checks, or None."""
         cfg, p = self.config, self.predictor
         assert track.mask is not None and p.original_size is not None
+        if not track.mask.any():
+            return None
         h, w = p.original_size
         box = torch.as_tensor(p.transform.apply_boxes(mask_box(track.mask, cfg.box_margin)[None],
                                                       (h, w)), dtype=torch.float)
