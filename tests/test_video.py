@@ -80,7 +80,7 @@ def test_unreadable_video_and_unknown_input_are_clear_errors(tmp_path):
     from samkit.io.video import open_frames
 
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
-    with pytest.raises(InputError, match="bad.mp4"):
+    with pytest.raises(InputError, match=r"bad\.mp4"):
         open_frames(tmp_path / "bad.mp4")
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(InputError, match="not a video"):
