@@ -1,13 +1,24 @@
 """Mask propagation through video frames and volume slices with an image SAM.
 
-The mask an object has on one frame becomes its prompt on the next: the mask's box, points
-inside it, and its low-resolution logits as ``mask_input`` (the ``mode`` of
-:class:`PropagationConfig`). Each new mask is checked against the last good one; when its
-predicted IoU, its IoU with the previous mask, its area change or its appearance (the image
-embedding pooled under the mask, against the object's prompted frame) falls past a threshold,
-the object is *lost* on that frame. A lost object is searched for on the frames after: the
-box it had on its last good frame and a grid of points are decoded, and a candidate that
-passes the same checks brings it back, so an object may leave the picture and come back.
+The mask an object has on one frame becomes its prompt on the next (the ``mode`` of
+:class:`PropagationConfig`): the mask's box, moved by the object's last step and with some
+slack; or points deep inside it; with or without its low-resolution logits as
+``mask_input``. Other objects' masks inside that box get a background point each, so an
+object does not take over its neighbour.
+
+Each new mask is checked against the object's last good one: its predicted IoU, its IoU with
+the last mask, its area change (an object at the picture's edge may grow or shrink fast: it
+is entering or leaving) and its *likeness* (the image embedding pooled under the mask, less
+the frame's mean, and its colour histogram, against the object on its prompted and its last
+good frame). When the prompt's mask fails, the prompt's alternative masks are tried; when
+all fail the object is *lost* on that frame. A lost object is searched for on the frames
+after: the box it had on its last good frame and a grid of points are decoded, and the most
+alike candidate that passes the checks brings it back, so an object may leave the picture
+and come back. For volumes (:meth:`PropagationConfig.for_volumes`) only the last box is
+searched, for two slices: an organ that ends does not reappear elsewhere.
+
+Masks of different objects never overlap: each pixel goes to the object with the highest
+logit, and an object carries on from the part it kept.
 
 Propagation runs forward from each object's first prompted frame to the end (a later prompt
 of the same object re-anchors it), then backward from that frame to the start. Each frame is
@@ -174,8 +185,8 @@ def _neighbour_points(track: _Track, others: list[_Track], box: np.ndarray | Non
 
 
 def _centroid(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.mean(), ys.mean()]) if len(xs) else np.zeros(2)
+    m = cv2.moments(mask.view(np.uint8), binaryImage=True)
+    return np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]]) if m["m00"] else np.zeros(2)
 
 
 def _on_edge(mask: np.ndarray) -> bool:
@@ -186,10 +197,10 @@ def _on_edge(mask: np.ndarray) -> bool:
 def mask_box(mask: np.ndarray, margin: float = 0.0) -> np.ndarray | None:
     """The XYXY box around a ``(H, W)`` mask grown by ``margin`` of its size on each side,
     clipped to the frame; None for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    if len(cols) == 0:
         return None
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    x0, x1, y0, y1 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
     dx, dy = (x1 - x0) * margin, (y1 - y0) * margin
     h, w = mask.shape
     return np.array([max(0, x0 - dx), max(0, y0 - dy), min(w, x1 + dx), min(h, y1 + dy)],
