@@ -156,8 +156,14 @@ class _Track:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
+    """IoU of two ``(H, W)`` bool masks (1 when both are empty), over their joint box."""
+    rows = np.flatnonzero(a.any(1) | b.any(1))
+    if len(rows) == 0:
+        return 1.0
+    cols = np.flatnonzero(a.any(0) | b.any(0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    a, b = a[box], b[box]
+    return float(np.logical_and(a, b).sum() / np.logical_or(a, b).sum())
 
 
 def _neighbour_points(track: _Track, others: list[_Track], box: np.ndarray | None
@@ -185,8 +191,13 @@ def _neighbour_points(track: _Track, others: list[_Track], box: np.ndarray | Non
 
 
 def _centroid(mask: np.ndarray) -> np.ndarray:
-    m = cv2.moments(mask.view(np.uint8), binaryImage=True)
-    return np.array([m["m10"] / m["m00"], m["m01"] / m["m00"]]) if m["m00"] else np.zeros(2)
+    """(X, Y) centre of a ``(H, W)`` bool mask (zeros when empty)."""
+    box = mask_box(mask)
+    if box is None:
+        return np.zeros(2)
+    x0, y0, x1, y1 = box.astype(int)
+    m = cv2.moments(np.ascontiguousarray(mask[y0:y1, x0:x1]).view(np.uint8), binaryImage=True)
+    return np.array([x0 + m["m10"] / m["m00"], y0 + m["m01"] / m["m00"]])
 
 
 def _on_edge(mask: np.ndarray) -> bool:
@@ -637,14 +648,19 @@ def _resolve(logits: dict[int, np.ndarray], size: tuple[int, ...], threshold: fl
     """Non-overlapping masks: each pixel to the object with the highest logit above
     ``threshold``; objects without logits get empty masks."""
     out = {obj: np.zeros(size, dtype=bool) for obj in objects}
-    if not logits:
+    for obj, lg in logits.items():
+        out[obj] = lg > threshold
+    if len(logits) < 2:
         return out
     ids = list(logits)
-    stack = np.stack([logits[o] for o in ids])
-    winner = stack.argmax(0)
-    fg = stack.max(0) > threshold
-    for k, obj in enumerate(ids):
-        out[obj] = fg & (winner == k)
+    count = np.zeros(size, dtype=np.uint8)
+    for obj in ids:
+        count += out[obj]
+    ys, xs = np.nonzero(count > 1)  # only contested pixels need the comparison
+    if len(ys):
+        winner = np.stack([logits[o][ys, xs] for o in ids]).argmax(0)
+        for k, obj in enumerate(ids):
+            out[obj][ys, xs] = winner == k
     return out
 
 
