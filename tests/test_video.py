@@ -349,6 +349,12 @@ def test_track_argument_errors(tiny_ckpt, tmp_path, capsys):
     assert "one box per object" in capsys.readouterr().err
     assert main([*base, "--object", "0", "--box", "1,1,9,9"]) == 2
     assert ">= 1" in capsys.readouterr().err
+    assert main([*base, "--box", "1,1,9,9", "--window", "40,400"]) == 2
+    assert "--window is for volumes" in capsys.readouterr().err
+    bad = tmp_path / "prompts.json"
+    bad.write_text(json.dumps([{"object": 1, "frame": 0, "box": ["a", 2, 3, 4]}]))
+    assert main([*base, "--prompts", str(bad)]) == 2
+    assert "bad prompt" in capsys.readouterr().err
 
 
 def test_eval_video_on_synthetic_clips(tmp_path, capsys):

@@ -101,7 +101,14 @@ def collect_prompts(args: argparse.Namespace) -> dict[int, dict[int, Any]]:
             entry["box"] = parse_numbers(value, (4,), "--box")
     if args.prompts is not None:
         for item in _read_prompt_file(args.prompts):
-            key = (int(item.get("frame", 0)), int(item.get("object", 1)))
+            try:
+                key = (int(item.get("frame", 0)), int(item.get("object", 1)))
+            except (ValueError, TypeError):
+                raise CliError(f"--prompts {args.prompts}: frame and object must be integers, "
+                               f"got {item}") from None
+            if key[0] < 0 or key[1] < 1:
+                raise CliError(f"--prompts {args.prompts}: frames count from 0 and objects "
+                               f"from 1, got {item}")
             entry = raw.setdefault(key, {})
             pts = item.get("points") or []
             labels = item.get("labels") or [1] * len(pts)
@@ -113,9 +120,12 @@ def collect_prompts(args: argparse.Namespace) -> dict[int, dict[int, Any]]:
                        "and --object ID), or --prompts FILE")
     prompts: dict[int, dict[int, Any]] = {}
     for (frame, obj), entry in sorted(raw.items()):
-        checked = points_from_triples(entry["points"]) if entry.get("points") else None
-        coords, labels = checked if checked is not None else (None, None)
-        prompts.setdefault(frame, {})[obj] = Prompt(coords, labels, entry.get("box"))
+        try:
+            checked = points_from_triples(entry["points"]) if entry.get("points") else None
+            coords, labels = checked if checked is not None else (None, None)
+            prompts.setdefault(frame, {})[obj] = Prompt(coords, labels, entry.get("box"))
+        except (ValueError, TypeError) as exc:  # numbers that are not numbers, in a file
+            raise CliError(f"object {obj} on frame {frame}: bad prompt ({exc})") from None
     return prompts
 
 
@@ -144,6 +154,9 @@ def run(args: argparse.Namespace) -> int:
 
     prompts = collect_prompts(args)
     source = open_frames(args.input, parse_window(args.window))
+    if args.window is not None and source.kind != "volume":
+        raise CliError(f"--window is for volumes (DICOM, NIfTI, TIFF); {args.input} is a "
+                       f"{'video' if source.kind == 'video' else 'folder of frames'}")
     for frame in prompts:
         if frame >= len(source):
             raise CliError(f"--frame {frame}: {args.input} has {len(source)} frame(s), "
