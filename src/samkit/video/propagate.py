@@ -97,10 +97,11 @@ class PropagationConfig:
         recover_within: Search only this many frames after the loss (None: until found).
         search_grid: Points per side of the grid searched for a lost object (0: only its
             last good box, for objects that do not move far, such as organs in a volume).
-        search_every: A lost object is searched for on each of the first ``search_every``
-            frames after the loss, then on every ``search_every``-th frame (the search
-            decodes the whole grid: an object gone for good would otherwise cost that on
-            every frame).
+        search_every: Search for a lost object on each of the first ``search_every`` frames
+            after the loss, then on every ``search_every``-th frame. The search decodes the
+            whole grid (with nano on a CPU, about half an encoder's time): for long videos
+            where objects leave for good, 4 or 8 saves that on most frames, at the price of
+            finding a returning object up to that many frames late (1: every frame).
     """
 
     mode: str = "box"
@@ -113,7 +114,7 @@ class PropagationConfig:
     recover: bool = True
     recover_within: int | None = None
     search_grid: int = 8
-    search_every: int = 4
+    search_every: int = 1
 
     def for_volumes(self) -> PropagationConfig:
         """These settings for the slices of a volume: an object that ends does not come back
@@ -161,7 +162,6 @@ class _Track:
     lost: bool = False
     lost_for: int = 0  # frames since it was lost
     prompt_score: float = 1.0  # predicted IoU of the mask its prompt gave
-    box: np.ndarray | None = None  # (4,) XYXY extent carried while a neighbour hides it
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -410,25 +410,19 @@ class VideoPropagator:
             return None
         points = labels = box = None
         shift = np.zeros(2) if track.velocity is None else track.velocity
-        h, w = track.mask.shape
         if cfg.mode.startswith("box"):  # moved on as the object moved over the last frames
             # Without a step to go by (just prompted or found again), more slack.
             margin = cfg.box_margin if track.velocity is not None else 3 * cfg.box_margin
-            box = np.clip(mask_box(track.mask, margin) + np.tile(shift, 2), 0, [w, h, w, h])
+            box = mask_box(track.mask, margin)
+            h, w = track.mask.shape
+            box = np.clip(box + np.tile(shift, 2), 0, [w, h, w, h])
+            if box[2] - box[0] < 1 or box[3] - box[1] < 1:  # moved out of the picture
+                return None
         else:
             points = mask_points(track.mask, cfg.n_points) + shift
             labels = np.ones(len(points), dtype=np.int64)
         negatives = _neighbour_points(track, others, box)
-        occluded = len(negatives) > 0
-        if box is not None and occluded and track.box is not None:
-            # Partly hidden by a neighbour: its mask shrinks or splits, so keep the extent
-            # it had, moved on, rather than follow one visible piece.
-            before_box = np.clip(track.box + np.tile(shift, 2), 0, [w, h, w, h])
-            box = np.concatenate([np.minimum(box[:2], before_box[:2]),
-                                  np.maximum(box[2:], before_box[2:])])
-        if box is not None and (box[2] - box[0] < 1 or box[3] - box[1] < 1):
-            return None  # moved out of the picture
-        if occluded:
+        if len(negatives):
             base = points if points is not None else np.zeros((0, 2))
             points = np.concatenate([base, negatives])
             labels = np.concatenate([np.ones(len(base), np.int64),
@@ -447,12 +441,8 @@ class VideoPropagator:
             best = self._pick(track, logits, scores, low)
             if best is not None:
                 k, feature = best
-                velocity = track.velocity
                 self._accept(track, logits[k], low[k], feature=feature)
-                # a partly hidden object's visible centre is no measure of its motion
-                track.velocity = velocity if occluded else _centroid(track.mask) - before
-                if box is not None:
-                    track.box = box if occluded else mask_box(track.mask)
+                track.velocity = _centroid(track.mask) - before
                 return logits[k], float(scores[k])
         return None
 
@@ -554,7 +544,6 @@ class VideoPropagator:
         track.lost = False
         track.lost_for = 0
         track.velocity = None  # set by the caller when the last frame was tracked too
-        track.box = mask_box(track.mask)
 
     def _valid(self, low_size: tuple[int, ...]) -> tuple[int, int]:
         """The low-res rows and columns that cover the image (the rest is padding)."""
