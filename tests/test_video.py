@@ -223,11 +223,11 @@ def nano_predictor():
 
 
 def clip_prompts(clip):
-    from samkit.eval.video import _box
+    from samkit.video import mask_box
 
     prompts: dict[int, dict[int, Prompt]] = {}
     for obj, f in clip.prompt_frames.items():
-        prompts.setdefault(f, {})[obj] = Prompt(box=_box(clip.labels[f] == obj))
+        prompts.setdefault(f, {})[obj] = Prompt(box=mask_box(clip.labels[f] == obj))
     return prompts
 
 

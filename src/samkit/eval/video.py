@@ -61,11 +61,6 @@ def jf_scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return region_j(pred, truth), boundary_f(pred, truth)
 
 
-def _box(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float64)
-
-
 def evaluate_clip(predictor: Any, frames: np.ndarray, labels: np.ndarray,
                   prompt_frames: dict[int, int], config: Any = None, bound: bool = True
                   ) -> dict[str, Any]:
@@ -82,12 +77,12 @@ def evaluate_clip(predictor: Any, frames: np.ndarray, labels: np.ndarray,
     Returns:
         ``{"objects": {id: {"J", "F", "bound_J", "bound_F", "frames"}}, "seconds", "fps"}``.
     """
-    from samkit.video import Prompt, VideoPropagator
+    from samkit.video import Prompt, VideoPropagator, mask_box
 
     propagator = VideoPropagator(predictor, config)
     prompts: dict[int, dict[int, Prompt]] = {}
     for obj, f in prompt_frames.items():
-        prompts.setdefault(f, {})[obj] = Prompt(box=_box(labels[f] == obj))
+        prompts.setdefault(f, {})[obj] = Prompt(box=mask_box(labels[f] == obj))
     scores: dict[int, list[tuple[float, float]]] = {obj: [] for obj in prompt_frames}
     start = time.perf_counter()
     n = 0
@@ -115,7 +110,7 @@ def _true_box_bound(propagator: Any, frames: np.ndarray, labels: np.ndarray,
                     prompt_frames: dict[int, int]) -> dict[int, list[tuple[float, float]]]:
     """J and F of the model given each object's true box on every frame where it is visible
     (empty where it is not); overlaps resolved as in propagation."""
-    from samkit.video.propagate import _resolve
+    from samkit.video.propagate import _resolve, mask_box
 
     p = propagator.predictor
     out: dict[int, list[tuple[float, float]]] = {obj: [] for obj in prompt_frames}
@@ -125,7 +120,7 @@ def _true_box_bound(propagator: Any, frames: np.ndarray, labels: np.ndarray,
         for obj in prompt_frames:
             truth = labels[i] == obj
             if truth.any():
-                lg, _, _ = p.predict(box=_box(truth), multimask_output=False,
+                lg, _, _ = p.predict(box=mask_box(truth), multimask_output=False,
                                      return_logits=True)
                 logits[obj] = lg[0]
         masks = _resolve(logits, labels.shape[1:], p.mask_threshold, list(prompt_frames))

@@ -50,6 +50,7 @@ class FrameSource:
 
     kind = ""
     volume: Any = None
+    # Subclasses implement read(index); frames() reads them one by one unless overridden.
 
     def __init__(self, source: Path) -> None:
         self.source = source
@@ -258,6 +259,24 @@ class VolumeFrames(FrameSource):
     def read(self, index: int) -> np.ndarray:
         self.check_index(index)
         return self.volume.slice_image(index, self.window)
+
+
+class ArrayFrames(FrameSource):
+    """A sequence of ``(H, W, 3)`` frames already in memory (a list or a ``(T, H, W, 3)``
+    array)."""
+
+    kind = "array"
+
+    def __init__(self, frames: Any, fps: float = 10.0) -> None:
+        super().__init__(Path("<frames>"))
+        self._frames = frames
+        self.n_frames = len(frames)
+        self.fps = fps
+        if self.n_frames:
+            self.size = tuple(np.asarray(frames[0]).shape[:2])  # type: ignore[assignment]
+
+    def read(self, index: int) -> np.ndarray:
+        return np.asarray(self._frames[self.check_index(index)])
 
 
 def open_frames(path: str | os.PathLike[str], window: Any = None) -> FrameSource:

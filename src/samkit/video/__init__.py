@@ -1,8 +1,8 @@
 """Video and volume propagation: masks carried from prompted frames through the others."""
 
+from samkit.io.video import ArrayFrames
 from samkit.video.propagate import (
     MODES,
-    ArrayFrames,
     FrameResult,
     Prompt,
     PropagationConfig,

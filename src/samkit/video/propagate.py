@@ -622,37 +622,13 @@ def _colour_bins(rgb: np.ndarray) -> np.ndarray:
 def _as_source(frames: Any) -> Any:
     """A frame source with ``frames(start, stop, reverse)``, ``read`` and ``check_index``, or
     None for a one-pass iterator."""
-    from samkit.io.video import FrameSource
+    from samkit.io.video import ArrayFrames, FrameSource
 
     if isinstance(frames, FrameSource):
         return frames
     if isinstance(frames, (Sequence, np.ndarray)):
         return ArrayFrames(frames)
     return None
-
-
-class ArrayFrames:
-    """A sequence of ``(H, W, 3)`` frames (a list or a ``(T, H, W, 3)`` array) as a source."""
-
-    def __init__(self, frames: Sequence[np.ndarray] | np.ndarray) -> None:
-        self._frames = frames
-        self.n_frames = len(frames)
-
-    def check_index(self, index: int) -> int:
-        if not 0 <= index < self.n_frames:
-            raise InputError(f"frame {index} is out of range; there are {self.n_frames} "
-                             f"frame(s), 0..{self.n_frames - 1}")
-        return index
-
-    def read(self, index: int) -> np.ndarray:
-        return np.asarray(self._frames[self.check_index(index)])
-
-    def frames(self, start: int = 0, stop: int | None = None, reverse: bool = False
-               ) -> Iterator[tuple[int, np.ndarray]]:
-        stop = self.n_frames if stop is None else min(stop, self.n_frames)
-        order = range(stop - 1, start - 1, -1) if reverse else range(start, stop)
-        for i in order:
-            yield i, self.read(i)
 
 
 def _resolve(logits: dict[int, np.ndarray], size: tuple[int, ...], threshold: float,
