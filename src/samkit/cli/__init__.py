@@ -17,6 +17,7 @@ from samkit.cli import (
     evaluate,
     export,
     finetune,
+    label,
     models,
     segment,
     studio,
@@ -26,7 +27,7 @@ from samkit.cli import (
 from samkit.cli.common import CliError, join_negative_values
 from samkit.errors import SamkitError
 
-COMMANDS = (segment, amg, track, models, demo, studio, train, finetune, evaluate, export)
+COMMANDS = (segment, amg, label, track, models, demo, studio, train, finetune, evaluate, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from samkit.cli.common import CliError, add_model_args, load_model, parse_numbers, save_png
+from samkit.cli.label import add_text_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seg.add_argument("--multimask", action="store_true",
                      help="write the 3 candidate masks, best first")
     seg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
+    add_text_args(seg, multimask=False)
     add_model_args(seg)
     seg.set_defaults(func=run)
 
@@ -42,10 +44,15 @@ def run(args: argparse.Namespace) -> int:
     from samkit.predictor import SamPredictor
     from samkit.viz import overlay
 
+    if args.text or args.detector or args.clip:
+        if args.point or args.box:
+            raise CliError("--text finds the objects itself: give it without --point/--box")
+        return run_text(args)
     points = [parse_numbers(p, (2, 3), "--point") for p in args.point or []]
     box = parse_numbers(args.box, (4,), "--box") if args.box else None
     if not points and box is None:
-        raise CliError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1")
+        raise CliError("give at least one --point X,Y[,LABEL] or a --box X0,Y0,X1,Y1, or "
+                       "--text NAMES with --detector DIR")
     triples = [[*p[:2], p[2] if len(p) == 3 else 1] for p in points]
     checked = points_from_triples(triples)
     check_box(box)
@@ -91,4 +98,36 @@ def run(args: argparse.Namespace) -> int:
     (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
     print(f"wrote {len(files)} mask(s), overlay and scores to {out}/ (best score "
           f"{files[0]['score']:.3f})")
+    return 0
+
+
+def run_text(args: argparse.Namespace) -> int:
+    """``--text NAMES --detector DIR`` (or ``--clip DIR``): every object of those classes."""
+    from samkit.cli.label import build_labeler
+    from samkit.io.medical import load_any, parse_window
+    from samkit.pipelines import draw
+
+    if not (args.detector or args.clip):
+        raise CliError("--text needs a model that finds the objects: --detector DIR (Grounding "
+                       "DINO, OWLv2) or --clip DIR")
+    loaded = load_any(args.image, args.slice, parse_window(args.window))
+    labeler = build_labeler(args, need_source=False)
+    det = labeler.label(loaded.image)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = loaded.stem
+    objects = []
+    assert det.masks is not None
+    for i, label in enumerate(det.labels()):
+        name = f"{stem}_{label.replace(' ', '_')}{i}.png"
+        save_png(out / name, det.masks[i].astype(np.uint8) * 255)
+        objects.append({"file": name, "class": label, "score": round(float(det.scores[i]), 4),
+                        "box": [round(float(v), 1) for v in det.boxes[i]],
+                        "area": int(det.masks[i].sum())})
+    save_png(out / f"{stem}_overlay.png", draw(loaded.image, det))
+    report = {"image": str(args.image), "size": list(loaded.image.shape[:2]),
+              "classes": det.names, "objects": objects, "overlay": f"{stem}_overlay.png"}
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    print(f"found {len(objects)} object(s) of {', '.join(det.names)}; masks, overlay and "
+          f"{stem}.json in {out}/")
     return 0
