@@ -489,3 +489,72 @@ def test_label_cli_errors(image_dir, tmp_path, capsys, argv, message):
     assert code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# -- studio: the find box's API ----------------------------------------------------------------
+def test_studio_find_api(nano, hf_models, image_dir, tmp_path):
+    testclient = pytest.importorskip("fastapi.testclient")
+    from samkit.studio import Project, create_app
+
+    (image_dir / "broken.png").unlink()
+    project = Project(tmp_path / "proj", nano, "nano", images_dir=image_dir)
+    client = testclient.TestClient(create_app(project), base_url="http://127.0.0.1:8765")
+    image_id = next(r["id"] for r in project.store.list_images()[0] if r["file_name"] == "a.png")
+    assert client.get("/api/info").json()["find"] is False
+    r = client.post(f"/api/images/{image_id}/find", json={"text": "square"})
+    assert r.status_code == 400 and "--detector DIR" in r.json()["detail"]
+
+    project.labeler = AutoLabeler(project.predictor, detector=StubDetector())
+    assert client.get("/api/info").json()["find"] is True
+    r = client.post(f"/api/images/{image_id}/find", json={"text": "Disc, square, cat"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["classes"] == ["disc", "square", "cat"]
+    found = {c["class_name"]: c for c in body["candidates"]}
+    assert set(found) == {"disc", "square"} and all(c["class_id"] is None for c in found.values())
+    _, square, disc = shapes_scene()
+    from samkit.ops.rle import decode_coco_rle
+
+    for name, truth in (("square", square), ("disc", disc)):
+        mask = decode_coco_rle({"size": found[name]["size"], "counts": found[name]["rle"]})
+        assert iou(mask, truth) > 0.8
+    # accepting by class name creates the class once, then finds it
+    for _ in range(2):
+        r = client.post(f"/api/images/{image_id}/instances",
+                        json={"rle": found["disc"]["rle"], "class_name": "disc",
+                              "score": found["disc"]["score"], "source": "find"})
+        assert r.status_code == 201, r.text
+    assert [c["name"] for c in project.store.list_classes()] == ["disc"]
+    again = client.post(f"/api/images/{image_id}/find", json={"text": "disc"}).json()
+    assert again["candidates"][0]["class_id"] == project.store.list_classes()[0]["id"]
+    r = client.post(f"/api/images/{image_id}/instances",
+                    json={"rle": found["disc"]["rle"], "class_name": "disc", "class_id": 1})
+    assert r.status_code == 400 and "one of them" in r.json()["detail"]
+    r = client.post(f"/api/images/{image_id}/find", json={"text": "square",
+                                                          "box_threshold": 2})
+    assert r.status_code == 422
+
+    # CLIP alone names the automatic generator's masks
+    project.labeler = AutoLabeler(project.predictor,
+                                  clip=ClipLabeler.from_pretrained(hf_models["clip"]),
+                                  config=LabelConfig(amg={"points_per_side": 8}))
+    r = client.post(f"/api/images/{image_id}/find",
+                    json={"text": "square, disc", "clip_threshold": 0})
+    assert r.status_code == 200, r.text
+    names = {c["class_name"] for c in r.json()["candidates"]}
+    assert names and names <= {"square", "disc"}
+
+
+def test_studio_cli_loads_detector_and_clip(hf_models, image_dir, tmp_path, monkeypatch):
+    import samkit.studio.launch as launch
+
+    served = []
+    monkeypatch.setattr(launch, "serve", lambda project, *a, **k: served.append(project))
+    code = main(["studio", str(tmp_path / "proj"), "--images", str(image_dir), "--detector",
+                 str(hf_models["owlv2"]), "--clip", str(hf_models["clip"])])
+    assert code == 0
+    (project,) = served
+    assert project.labeler.detector.kind == "owlv2" and project.labeler.clip is not None
+    image_id = next(r["id"] for r in project.store.list_images()[0] if r["file_name"] == "a.png")
+    out = project.find(image_id, "square, disc", box_threshold=0.0, clip_threshold=0.0)
+    assert all(c["class_name"] in ("square", "disc") for c in out["candidates"])

@@ -8,6 +8,7 @@ package; ``.ci/run`` installs both, so under CI a missing browser fails instead 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -34,8 +35,6 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def server(tmp_path):
-    import uvicorn
-
     from samkit.data.synthetic import make_scene
     from samkit.studio.launch import open_project
     from samkit.studio.server import create_app
@@ -46,24 +45,38 @@ def server(tmp_path):
                        radius_range=(0.15, 0.3))
     Image.fromarray(scene.image).save(images / "scene.png")
     project, amg = open_project(tmp_path / "project", "nano", images_dir=images)
+    # the object to click: the largest instance, at its interior point
+    from samkit.eval.prompts import interior_point
+
+    target = max(scene.instances, key=lambda i: i.mask.sum()).mask
+    x, y = interior_point(target)
+    with _serving(create_app(project, amg_defaults=amg)) as url:
+        yield url, project, (int(x), int(y))
+
+
+@contextlib.contextmanager
+def _serving(app):
+    import uvicorn
+
     port = _free_port()
-    config = uvicorn.Config(create_app(project, amg_defaults=amg), host="127.0.0.1",
-                            port=port, log_level="warning")
-    srv = uvicorn.Server(config)
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not srv.started and time.time() < deadline:
         time.sleep(0.05)
     assert srv.started, "the studio server did not start"
-    # the object to click: the largest instance, at its interior point
-    from samkit.eval.prompts import interior_point
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        srv.should_exit = True
+        thread.join(10)
 
-    target = max(scene.instances, key=lambda i: i.mask.sum()).mask
-    x, y = interior_point(target)
-    yield f"http://127.0.0.1:{port}/", project, (int(x), int(y))
-    srv.should_exit = True
-    thread.join(10)
+
+def _browser(p):
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"])
 
 
 def test_click_accept_export_in_browser(server, tmp_path):
@@ -71,9 +84,7 @@ def test_click_accept_export_in_browser(server, tmp_path):
     url, project, (px, py) = server
     shot = Path(os.environ.get("STUDIO_SCREENSHOT", tmp_path / "studio.png"))
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = _browser(p)
         page = browser.new_page(viewport={"width": 1400, "height": 850}, accept_downloads=True)
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
@@ -138,3 +149,59 @@ def test_click_accept_export_in_browser(server, tmp_path):
     assert inside.sum() >= 3, "the accepted mask covers almost none of the probe grid"
     assert (bluer[inside & ~marker] > 15).mean() > 0.9
     assert np.abs(after - before)[~inside & ~marker].max(axis=1).mean() < 1.0
+
+
+def test_find_by_name_then_accept_in_browser(tmp_path):
+    """The find box: type a class name, see its candidates, accept one with its class."""
+    from samkit.pipelines import AutoLabeler, Detections
+    from samkit.studio.launch import open_project
+    from samkit.studio.server import create_app
+
+    images = tmp_path / "images"
+    images.mkdir()
+    img = np.full((240, 320, 3), 120, np.uint8)
+    img[60:140, 40:120] = (220, 30, 30)
+    img[100:200, 180:280] = (30, 40, 210)
+    Image.fromarray(img).save(images / "shapes.png")
+    truth = {"red square": (40, 60, 120, 140), "blue square": (180, 100, 280, 200)}
+
+    class KnownBoxes:  # a detector that knows where the squares are
+        def detect(self, image, classes, *args):
+            rows = [(truth[c], 0.9, i) for i, c in enumerate(classes) if c in truth]
+            if not rows:
+                return Detections.empty(classes)
+            boxes, scores, ids = zip(*rows)
+            return Detections(np.array(boxes), np.array(scores), np.array(ids), classes)
+
+    project, amg = open_project(tmp_path / "project", "nano", images_dir=images)
+    project.labeler = AutoLabeler(project.predictor, detector=KnownBoxes())
+    with _serving(create_app(project, amg_defaults=amg)) as url, \
+            sync_api.sync_playwright() as p:
+        browser = _browser(p)
+        page = browser.new_page(viewport={"width": 1400, "height": 850})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url)
+        page.wait_for_selector("body[data-ready]", timeout=30_000)
+        assert page.locator("#find-form").is_visible()
+        page.fill("#find-text", "blue square, cat")
+        page.click("#find")
+        page.wait_for_selector("#auto-list li", timeout=30_000)
+        assert page.locator("#auto-title").text_content() == "found"
+        assert page.locator("#auto-list li").count() == 1
+        assert page.locator("#auto-list li").inner_text().startswith("blue square 0.90")
+        page.click("#auto-list li button[title='accept as blue square']")
+        page.wait_for_selector("#instances li", timeout=30_000)
+        page.wait_for_function("[...document.querySelectorAll('#class-select option')]"
+                               ".some(o => o.textContent === 'blue square')", timeout=10_000)
+        shot = Path(os.environ.get("STUDIO_FIND_SCREENSHOT", tmp_path / "find.png"))
+        page.screenshot(path=str(shot))
+        browser.close()
+    assert not errors, errors
+    (inst,) = project.store.instances()
+    classes = {c["id"]: c["name"] for c in project.store.list_classes()}
+    assert classes[inst.class_id] == "blue square" and inst.source == "find"
+    mask = inst.mask(240, 320)
+    square = np.zeros((240, 320), bool)
+    square[100:200, 180:280] = True
+    assert (mask & square).sum() / (mask | square).sum() > 0.8

@@ -416,8 +416,21 @@ async function segmentEverything() {
   draw();
 }
 
+// -- find by class name (a text detector and/or CLIP on the server) --------------------------
+async function findObjects(text) {
+  if (!S.current || !text.trim()) return;
+  say(`finding ${text}…`, false, 0);
+  const r = await api("POST", `/api/images/${S.current.id}/find`, { text });
+  const { width: w, height: h } = S.current;
+  S.auto = r.candidates.map((m, i) => ({ ...m, canvas: maskCanvas(decodeMask(m.rle, h, w), w, h, AUTO_COLORS[i % AUTO_COLORS.length], 90) }));
+  say(`${S.auto.length} candidate(s) for ${r.classes.join(", ")} in ${(r.ms / 1000).toFixed(1)} s`);
+  renderAuto();
+  draw();
+}
+
 function renderAuto() {
   $("auto-section").hidden = !S.auto.length;
+  $("auto-title").textContent = S.auto.some((m) => m.class_name) ? "found" : "automatic masks";
   $("n-auto").textContent = `(${S.auto.length})`;
   const ul = $("auto-list");
   ul.innerHTML = "";
@@ -427,10 +440,10 @@ function renderAuto() {
     sw.className = "swatch";
     sw.style.background = AUTO_COLORS[i % AUTO_COLORS.length];
     const t = document.createElement("span");
-    t.textContent = `${m.score.toFixed(2)} · ${m.area}px`;
+    t.textContent = `${m.class_name ? m.class_name + " " : ""}${m.score.toFixed(2)} · ${m.area}px`;
     const ok = document.createElement("button");
     ok.textContent = "✓";
-    ok.title = "accept with the current class";
+    ok.title = m.class_name ? `accept as ${m.class_name}` : "accept with the current class";
     ok.onclick = () => guarded(() => acceptAuto([m]));
     const no = document.createElement("button");
     no.textContent = "✗";
@@ -441,14 +454,16 @@ function renderAuto() {
 }
 
 async function acceptAuto(list) {
-  if (S.classId == null) return say("add a class first (right panel)", true);
+  if (S.classId == null && list.some((m) => !m.class_name)) return say("add a class first (right panel)", true);
   for (const m of list) {
+    const cls = m.class_name ? { class_name: m.class_name } : { class_id: S.classId };
     const inst = await api("POST", `/api/images/${S.current.id}/instances`,
-      { rle: m.rle, class_id: S.classId, score: m.score, source: "auto" });
+      { rle: m.rle, ...cls, score: m.score, source: m.class_name ? "find" : "auto" });
     pushUndo({ type: "add", inst });
   }
   S.auto = S.auto.filter((x) => !list.includes(x));
   renderAuto();
+  if (list.some((m) => m.class_name)) await loadClasses(); // accepting may add a class
   await refreshInstances();
 }
 
@@ -561,6 +576,7 @@ $("clear").onclick = clearPrompt;
 $("undo").onclick = () => guarded(undo);
 $("redo").onclick = () => guarded(redo);
 $("auto").onclick = () => guarded(segmentEverything);
+$("find-form").onsubmit = (e) => { e.preventDefault(); guarded(() => findObjects($("find-text").value)); };
 $("auto-accept-all").onclick = () => guarded(() => acceptAuto([...S.auto]));
 $("auto-reject-all").onclick = () => { S.auto = []; renderAuto(); draw(); };
 $("next").onclick = () => guarded(() => S.current?.next && openImage(S.current.next));
@@ -606,6 +622,7 @@ $("import-form").onsubmit = (e) => {
 // -- start ----------------------------------------------------------------------------------
 async function start() {
   S.info = await api("GET", "/api/info");
+  $("find-form").hidden = !S.info.find;
   renderHeader();
   const dl = $("shortcuts");
   for (const [k, v] of Object.entries(S.info.shortcuts)) {

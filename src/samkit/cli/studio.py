@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     st.add_argument("--allow-host", action="append", metavar="NAME",
                     help="another host name the studio is reached by (a reverse proxy, a LAN "
                          "name); requests naming any other Host are refused")
+    st.add_argument("--detector", type=Path, metavar="DIR",
+                    help="a zero-shot detector folder (Grounding DINO, OWLv2): adds a 'find' "
+                         "box that turns class names into candidate masks")
+    st.add_argument("--clip", type=Path, metavar="DIR",
+                    help="a CLIP folder: names the found masks (alone: names automatic masks)")
     add_model_args(st, model_switches=False)  # exact embeddings for its cache
     st.set_defaults(func=run)
 
@@ -53,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--images {images} is not a directory")
     project, amg = open_project(project_dir, args.model, args.checkpoint, images,
                                 device=device(args.device), adapter=args.adapter)
+    if args.detector or args.clip:
+        from samkit.pipelines import AutoLabeler, ClipLabeler, LabelConfig, TextDetector
+
+        dev = device(args.device)
+        project.labeler = AutoLabeler(
+            project.predictor,
+            detector=TextDetector.from_pretrained(args.detector, dev) if args.detector else None,
+            clip=ClipLabeler.from_pretrained(args.clip, dev) if args.clip else None,
+            config=LabelConfig(amg=dict(amg)))
     if precompute:
         from tqdm import tqdm
 

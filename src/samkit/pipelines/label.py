@@ -63,8 +63,8 @@ class AutoLabeler:
 
     Args:
         model: A ``Sam`` model, a :class:`~samkit.SamPredictor` or an ``OnnxPredictor``.
-        classes: The class names (``"cat, dog"`` or a list); None takes them from the boxes
-            given to :meth:`label` (their ``names``).
+        classes: The class names (``"cat, dog"`` or a list); None takes them from each call
+            (``classes=``) or from the boxes given to :meth:`label` (their ``names``).
         detector: Finds boxes from the class names.
         clip: Names each mask.
         config: Thresholds.
@@ -79,59 +79,85 @@ class AutoLabeler:
         self.detector = detector
         self.clip = clip
         self.config = config or LabelConfig()
-        if (detector is not None or clip is not None) and self.classes is None:
-            raise InputError("a text detector or CLIP needs the class names (--text \"cat, dog\")")
 
-    def label(self, image: Any, boxes: Detections | None = None) -> Detections:
+    def _classes(self, classes: str | Sequence[str] | None) -> list[str]:
+        if classes is not None:
+            return parse_classes(classes)
+        if self.classes is None:
+            raise InputError("a text detector or CLIP needs the class names "
+                             "(--text \"cat, dog\")")
+        return self.classes
+
+    def detect(self, image: Any, classes: str | Sequence[str] | None = None,
+               config: LabelConfig | None = None) -> Detections | None:
+        """The text detector's boxes of the classes in one image (None without a detector).
+        Needs no SAM: callers that share the predictor can run it outside their lock."""
+        if self.detector is None:
+            return None
+        cfg = config or self.config
+        return self.detector.detect(image, self._classes(classes), cfg.box_threshold,
+                                    cfg.text_threshold, cfg.nms_threshold, cfg.max_detections)
+
+    def label(self, image: Any, boxes: Detections | None = None,
+              classes: str | Sequence[str] | None = None, config: LabelConfig | None = None,
+              embedded: bool = False) -> Detections:
         """Labelled masks of one image.
 
         Args:
             image: ``(H, W, 3)`` uint8 RGB.
             boxes: This image's boxes (XYXY pixels) with classes, when they come from a file or
-                another detector; otherwise the text detector or, without one, the automatic
-                generator plus CLIP finds the objects.
+                another detector (or from :meth:`detect`); otherwise the text detector or,
+                without one, the automatic generator plus CLIP finds the objects.
+            classes: The class names for this call (default: the labeller's).
+            config: Thresholds for this call (default: the labeller's).
+            embedded: The predictor already holds this image's embedding (a cache's); boxes
+                are decoded against it without encoding the image again.
 
         Returns:
             :class:`Detections` with ``masks`` ``(N, H, W)``, ``mask_scores`` and, when CLIP
             named them, ``label_scores``; ``names`` are the class names.
         """
-        cfg = self.config
+        cfg = config or self.config
         rgb = to_rgb_uint8(image)
+        names = None if classes is None and self.classes is None else self._classes(classes)
         if boxes is not None:
             det = boxes.select(boxes.scores >= cfg.min_box_score)
-            if self.classes is not None and self.clip is None:
-                det = _only(det, self.classes)
+            if names is not None and self.clip is None:
+                det = _only(det, names)
         elif self.detector is not None:
-            assert self.classes is not None
-            det = self.detector.detect(rgb, self.classes, cfg.box_threshold, cfg.text_threshold,
-                                       cfg.nms_threshold, cfg.max_detections)
+            det = self.detect(rgb, names, cfg)
+            assert det is not None
         elif self.clip is not None:
-            return self._name(rgb, self._automatic(rgb))
+            names = self._classes(classes)
+            return self._name(rgb, self._automatic(rgb, cfg), names, cfg)
         else:
             raise InputError("nothing finds the objects: give boxes, a text detector "
                              "(--detector) or a CLIP model (--clip) with the class names")
-        self.predictor.set_image(rgb)
+        if not embedded:
+            self.predictor.set_image(rgb)
         det = segment_boxes(self.predictor, det, multimask=cfg.multimask)
-        return self._name(rgb, det) if self.clip is not None else det
+        if self.clip is None:
+            return det
+        return self._name(rgb, det, names or det.names, cfg)
 
-    def _automatic(self, rgb: np.ndarray) -> Detections:
+    def _automatic(self, rgb: np.ndarray, cfg: LabelConfig) -> Detections:
         from samkit.amg import SamAutomaticMaskGenerator
 
-        gen = SamAutomaticMaskGenerator(self.model, **self.config.amg)
+        gen = SamAutomaticMaskGenerator(self.predictor, **cfg.amg)
         records = gen.generate(rgb)
         h, w = rgb.shape[:2]
         masks = np.array([r["segmentation"] for r in records], bool).reshape(-1, h, w)
         boxes = np.array([[x, y, x + bw, y + bh] for x, y, bw, bh in
                           (r["bbox"] for r in records)], np.float32).reshape(-1, 4)
         scores = np.array([r["predicted_iou"] for r in records], np.float32)
-        det = Detections(boxes, scores, np.full(len(records), -1), self.classes or [])
+        det = Detections(boxes, scores, np.full(len(records), -1), [])
         det.masks, det.mask_scores = masks, scores
         return det
 
-    def _name(self, rgb: np.ndarray, det: Detections) -> Detections:
-        assert self.clip is not None and self.classes is not None
-        cfg = self.config
-        named = self.clip.label(rgb, det, self.classes, cfg.clip_threshold, cfg.templates)
+    def _name(self, rgb: np.ndarray, det: Detections, names: list[str], cfg: LabelConfig
+              ) -> Detections:
+        assert self.clip is not None
+        named = self.clip.label(rgb, det, names, cfg.clip_threshold, cfg.templates)
         return named if cfg.keep_unknown else named.select(named.class_ids >= 0)
 
 

@@ -90,6 +90,9 @@ class Project:
         self._logits: OrderedDict[str, tuple[int, np.ndarray]] = OrderedDict()
         self._mem = threading.Lock()  # guards the logits kept for refinement
         self.worker = EmbeddingWorker(self.embedding, self._missing_embeddings)
+        #: Finds objects by class name (an :class:`~samkit.pipelines.AutoLabeler` with a text
+        #: detector and/or CLIP over this project's predictor); None: no "find" box.
+        self.labeler: Any = None
         self.scan()
 
     # -- images ----------------------------------------------------------------------------
@@ -239,6 +242,49 @@ class Project:
         t2 = time.perf_counter()
         return {"candidates": candidates, "embedding_ms": round((t1 - t0) * 1e3, 2),
                 "decode_ms": round((t2 - t1) * 1e3, 2)}
+
+    def find(self, image_id: int, text: str, **thresholds: float) -> dict[str, Any]:
+        """Candidate masks of the named classes on one image, to accept or reject.
+
+        Args:
+            text: Class names, comma-separated (``"cat, dog"``).
+            thresholds: Overrides of the labeller's ``box_threshold``, ``text_threshold``,
+                ``clip_threshold``.
+
+        Returns:
+            ``{"candidates": [{"rle", "size", "score", "area", "bbox", "class_name",
+            "class_id"}...], "classes", "ms"}``, best first; ``class_id`` is the project's
+            class of that name, or None when accepting will create it.
+        """
+        from dataclasses import replace
+
+        from samkit.pipelines import parse_classes
+        from samkit.studio.store import mask_record
+
+        if self.labeler is None:
+            raise InputError("finding objects by name needs a text detector or CLIP: start "
+                             "the studio with --detector DIR and/or --clip DIR")
+        t0 = time.perf_counter()
+        classes = parse_classes(text)
+        config = replace(self.labeler.config, **thresholds)
+        emb, size, _ = self.embedding(image_id)
+        rgb = load_image(self.image_path(image_id))
+        boxes = self.labeler.detect(rgb, classes, config)  # no SAM: outside the lock
+        with self.lock:
+            self.predictor.set_image_embedding(emb, size)
+            det = self.labeler.label(rgb, boxes, classes, config, embedded=True)
+        existing = {c["name"]: c["id"] for c in self.store.list_classes()}
+        candidates = []
+        assert det.masks is not None
+        for i in np.argsort(-det.scores, kind="stable"):
+            rle, area, bbox = mask_record(det.masks[i])
+            name = det.labels()[i]
+            candidates.append({"rle": rle, "size": [size[0], size[1]],
+                               "score": round(float(det.scores[i]), 4), "area": area,
+                               "bbox": list(bbox), "class_name": name,
+                               "class_id": existing.get(name)})
+        return {"candidates": candidates, "classes": classes,
+                "ms": round((time.perf_counter() - t0) * 1e3, 1)}
 
     def segment_everything(self, image_id: int, **amg_params: Any) -> list[dict[str, Any]]:
         """Automatic masks for one image as ``{"rle", "size", "score", "area", "bbox"}``."""

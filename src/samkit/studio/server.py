@@ -63,7 +63,8 @@ class PredictBody(BaseModel):
 
 class InstanceBody(BaseModel):
     rle: str = Field(description="COCO compressed RLE counts of an (H, W) mask")
-    class_id: int
+    class_id: int | None = Field(None, description="the instance's class")
+    class_name: str | None = Field(None, description="or its class by name (created if new)")
     score: float | None = None
     source: str = "click"
 
@@ -80,6 +81,13 @@ class ClassBody(BaseModel):
 
 class StatusBody(BaseModel):
     status: str
+
+
+class FindBody(BaseModel):
+    text: str = Field(min_length=1, max_length=2000, description="class names: \"cat, dog\"")
+    box_threshold: float | None = Field(None, ge=0, le=1)
+    text_threshold: float | None = Field(None, ge=0, le=1)
+    clip_threshold: float | None = Field(None, ge=0, le=1)
 
 
 class AutoBody(BaseModel):
@@ -196,7 +204,8 @@ def create_app(project: Project, token: str | None = None,
         return {"project": project.dir.name, "model_id": project.model_id,
                 "images_dir": str(project.images_dir), "counts": store.counts(),
                 "schema_version": store.schema_version, "shortcuts": SHORTCUTS,
-                "export_formats": list(FORMATS), "max_upload_bytes": MAX_UPLOAD_BYTES}
+                "export_formats": list(FORMATS), "max_upload_bytes": MAX_UPLOAD_BYTES,
+                "find": project.labeler is not None}
 
     # -- images ----------------------------------------------------------------------------
     @app.get("/api/images")
@@ -248,6 +257,11 @@ def create_app(project: Project, token: str | None = None,
                   **(body or AutoBody()).model_dump(exclude_none=True)}
         return {"masks": project.segment_everything(image_id, **params), "params": params}
 
+    @app.post("/api/images/{image_id}/find")
+    def find(image_id: int, body: FindBody) -> dict[str, Any]:
+        return project.find(image_id, body.text,
+                            **body.model_dump(exclude_none=True, exclude={"text"}))
+
     # -- instances -------------------------------------------------------------------------
     @app.get("/api/images/{image_id}/instances")
     def instances(image_id: int) -> list[dict[str, Any]]:
@@ -256,8 +270,12 @@ def create_app(project: Project, token: str | None = None,
 
     @app.post("/api/images/{image_id}/instances", status_code=201)
     def add_instance(image_id: int, body: InstanceBody) -> dict[str, Any]:
+        if (body.class_id is None) == (body.class_name is None):
+            raise StoreError("give the instance's class_id or its class_name (one of them)")
         mask = mask_of(image_id, body.rle)
-        return store.add_instance(image_id, body.class_id, mask, body.score,
+        class_id = body.class_id if body.class_id is not None else store.add_class(
+            str(body.class_name))
+        return store.add_instance(image_id, class_id, mask, body.score,
                                   body.source).to_dict()
 
     @app.patch("/api/instances/{instance_id}")

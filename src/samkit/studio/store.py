@@ -26,7 +26,7 @@ from samkit.ops.rle import decode_coco_rle
 
 DB_NAME = "samkit_project.sqlite"
 STATUSES = ("todo", "in_progress", "done")
-SOURCES = ("click", "box", "auto", "brush", "import", "api")
+SOURCES = ("click", "box", "auto", "find", "brush", "import", "api")
 
 # Each entry upgrades the schema by one version; never edit a released entry, append one.
 MIGRATIONS: list[str] = [
