@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from samkit.errors import InputError
@@ -45,21 +44,26 @@ def segment_boxes(predictor: Any, detections: Detections, image: Any | None = No
     if batch_size < 1:
         raise InputError(f"batch_size must be at least 1, got {batch_size}")
     out = detections.clip_to(h, w)
-    masks = np.zeros((len(out), h, w), dtype=bool)
-    scores = np.zeros(len(out), dtype=np.float32)
     boxes = torch.as_tensor(out.boxes, dtype=torch.float32, device=predictor.device)
+    # Each call's logits are thresholded straight into one (N, H, W) buffer: no per-chunk
+    # bool masks to concatenate afterwards.
+    masks = torch.empty((len(out), h, w), dtype=torch.bool, device=predictor.device)
+    scores = torch.empty(len(out), dtype=torch.float32, device=predictor.device)
     with torch.inference_mode():
         for start in range(0, len(out), batch_size):
-            chunk = predictor.transform.apply_boxes_torch(boxes[start:start + batch_size],
-                                                          (h, w))
-            m, s, _ = predictor.predict_torch(None, None, boxes=chunk,
-                                              multimask_output=multimask)
+            stop = min(start + batch_size, len(out))
+            chunk = predictor.transform.apply_boxes_torch(boxes[start:stop], (h, w))
+            logits, s, _ = predictor.predict_torch(None, None, boxes=chunk,
+                                                   multimask_output=multimask,
+                                                   return_logits=True)
             best = s.argmax(dim=1)
-            rows = torch.arange(len(best), device=best.device)
-            masks[start:start + len(best)] = m[rows, best].cpu().numpy()
-            scores[start:start + len(best)] = s[rows, best].float().cpu().numpy()
-    out.masks = masks
-    out.mask_scores = scores
+            rows = torch.arange(len(s), device=s.device)
+            chosen = logits[rows, best] if multimask else logits[:, 0]
+            torch.gt(chosen.to(masks.device), predictor.mask_threshold,
+                     out=masks[start:stop])
+            scores[start:stop] = s[rows, best].float().to(scores.device)
+    out.masks = masks.cpu().numpy()
+    out.mask_scores = scores.cpu().numpy()
     return out
 
 
