@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     lab.add_argument("--format", choices=CHOICES, default="coco",
                      help="dataset format (see samkit amg --help; default coco)")
     lab.add_argument("--no-overlays", action="store_true",
-                     help="do not draw overlays/<image>.jpg")
+                     help="do not draw overlays/<image>.png (masks, boxes, class and score)")
     add_text_args(lab)
     add_amg_flags(lab)
     add_onnx_args(lab)
