@@ -32,7 +32,13 @@ from samkit.pipelines import (
     to_entry,
 )
 
-from text_models import save_clip, save_grounding_dino, save_open_clip, save_owlv2
+from text_models import (
+    save_clip,
+    save_grounding_dino,
+    save_open_clip,
+    save_owlv2,
+    save_owlvit,
+)
 
 transformers = pytest.importorskip("transformers")
 
@@ -85,7 +91,7 @@ def nano():
 def hf_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     return {"clip": save_clip(root / "clip"), "owlv2": save_owlv2(root / "owlv2"),
-            "gdino": save_grounding_dino(root / "gdino")}
+            "gdino": save_grounding_dino(root / "gdino"), "owlvit": save_owlvit(root / "owlvit")}
 
 
 # -- detections from files and detector objects ----------------------------------------------
@@ -287,17 +293,22 @@ def test_grounding_dino_boxes_and_classes_match_hf(hf_models):
     assert len(top) <= 3 and np.all(np.diff(top.scores) <= 0)
 
 
-def test_owlv2_scales_boxes_by_the_padded_square(hf_models):
+@pytest.mark.parametrize("kind", ["owlv2", "owlvit"])
+def test_owl_boxes_match_hf(hf_models, kind):
+    """OWLv2 pads to a square (boxes scale by the longer side); OWL-ViT resizes without
+    padding (boxes scale by width and height)."""
     img, _, _ = shapes_scene()  # wider than tall: OWLv2 pads the bottom
-    det = TextDetector.from_pretrained(hf_models["owlv2"])
+    det = TextDetector.from_pretrained(hf_models[kind])
+    assert det.kind == kind
     ours = det.detect(img, ["square", "disc"], box_threshold=0.0, nms_threshold=1.0,
                       max_detections=1000)
     inputs = det.processor(text=[["square", "disc"]], images=img, return_tensors="pt")
     with torch.no_grad():
         out = det.model(**inputs)
     side = max(H, W)
+    target = (side, side) if kind == "owlv2" else (H, W)
     pp = det.processor.image_processor.post_process_object_detection
-    ref = pp(out, target_sizes=[(side, side)], **_hf_threshold_kwargs(pp, 0.0))[0]
+    ref = pp(out, target_sizes=[target], **_hf_threshold_kwargs(pp, 0.0))[0]
     # (transformers 5 rescales target_sizes to the padded square itself; older versions
     # did not, and boxes of non-square images came out squeezed)
     boxes = ref["boxes"].numpy().copy()
@@ -392,6 +403,14 @@ def test_missing_extra_names_it(monkeypatch, tmp_path, capsys):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(MissingExtraError, match=r"pip install 'samkit\[text\]'"):
         TextDetector.from_pretrained(tmp_path)
+    with pytest.raises(MissingExtraError, match=r"pip install 'samkit\[text\]'"):
+        ClipLabeler.from_pretrained(tmp_path)
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    oc = tmp_path / "oc"
+    oc.mkdir()
+    (oc / "open_clip_config.json").write_text("{}")
+    with pytest.raises(MissingExtraError, match=r"'open_clip'.*samkit\[text\]"):
+        ClipLabeler.from_pretrained(oc)
     Image.fromarray(shapes_scene()[0]).save(tmp_path / "a.png")
     code = main(["label", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--text", "cat",
                  "--detector", str(tmp_path)])

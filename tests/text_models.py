@@ -87,6 +87,29 @@ def save_owlv2(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
+def save_owlvit(folder: Path, seed: int = 0) -> Path:
+    """A tiny ``OwlViTForObjectDetection`` (OWL-ViT v1: resizes without padding)."""
+    from transformers import (
+        OwlViTConfig,
+        OwlViTForObjectDetection,
+        OwlViTImageProcessor,
+        OwlViTProcessor,
+    )
+
+    torch.manual_seed(seed)
+    tok = clip_tokenizer(folder / "_tok")
+    cfg = OwlViTConfig(text_config=_text_config(tok, 16),
+                       vision_config=dict(hidden_size=32, intermediate_size=37,
+                                          num_hidden_layers=2, num_attention_heads=4,
+                                          image_size=64, patch_size=16),
+                       projection_dim=32)
+    OwlViTForObjectDetection(cfg).eval().save_pretrained(folder)
+    OwlViTProcessor(image_processor=OwlViTImageProcessor(
+        size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64}),
+        tokenizer=tok).save_pretrained(folder)
+    return folder
+
+
 def save_grounding_dino(folder: Path, seed: int = 0) -> Path:
     """A tiny ``GroundingDinoForObjectDetection`` (Swin and BERT of one layer, 20 queries)
     with a BERT word-piece vocabulary of :data:`WORDS`."""

@@ -151,6 +151,9 @@ class TextDetector:
             raise InputError(f"the detector's tokenizer has no tokens for {names}")
         out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
         probs = out.logits[0].float().sigmoid().cpu()  # (queries, text tokens)
+        if max(max(s) for s in spans) >= probs.shape[1]:
+            raise InputError(f"the class names take more than the detector's {probs.shape[1]} "
+                             "text tokens; give fewer names per run")
         class_scores = torch.stack([probs[:, s].max(dim=1).values for s in spans], dim=1)
         return class_scores, _xyxy(out.pred_boxes[0].float().cpu())
 
