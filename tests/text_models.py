@@ -67,46 +67,32 @@ def save_clip(folder: Path, seed: int = 0) -> Path:
 
 def save_owlv2(folder: Path, seed: int = 0) -> Path:
     """A tiny ``Owlv2ForObjectDetection`` (64 px input, 16 boxes) with its processor."""
-    from transformers import (
-        Owlv2Config,
-        Owlv2ForObjectDetection,
-        Owlv2ImageProcessor,
-        Owlv2Processor,
-    )
-
-    torch.manual_seed(seed)
-    tok = clip_tokenizer(folder / "_tok")
-    cfg = Owlv2Config(text_config=_text_config(tok, 16),
-                      vision_config=dict(hidden_size=32, intermediate_size=37,
-                                         num_hidden_layers=2, num_attention_heads=4,
-                                         image_size=64, patch_size=16),
-                      projection_dim=32)
-    Owlv2ForObjectDetection(cfg).eval().save_pretrained(folder)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
-                   tokenizer=tok).save_pretrained(folder)
-    return folder
+    return _save_owl(folder, "Owlv2", seed)
 
 
 def save_owlvit(folder: Path, seed: int = 0) -> Path:
     """A tiny ``OwlViTForObjectDetection`` (OWL-ViT v1: resizes without padding)."""
-    from transformers import (
-        OwlViTConfig,
-        OwlViTForObjectDetection,
-        OwlViTImageProcessor,
-        OwlViTProcessor,
-    )
+    return _save_owl(folder, "OwlViT", seed)
+
+
+def _save_owl(folder: Path, prefix: str, seed: int) -> Path:
+    import transformers
+
+    def part(name: str):
+        return getattr(transformers, prefix + name)
 
     torch.manual_seed(seed)
     tok = clip_tokenizer(folder / "_tok")
-    cfg = OwlViTConfig(text_config=_text_config(tok, 16),
-                       vision_config=dict(hidden_size=32, intermediate_size=37,
-                                          num_hidden_layers=2, num_attention_heads=4,
-                                          image_size=64, patch_size=16),
-                       projection_dim=32)
-    OwlViTForObjectDetection(cfg).eval().save_pretrained(folder)
-    OwlViTProcessor(image_processor=OwlViTImageProcessor(
-        size={"height": 64, "width": 64}, crop_size={"height": 64, "width": 64}),
-        tokenizer=tok).save_pretrained(folder)
+    cfg = part("Config")(text_config=_text_config(tok, 16),
+                         vision_config=dict(hidden_size=32, intermediate_size=37,
+                                            num_hidden_layers=2, num_attention_heads=4,
+                                            image_size=64, patch_size=16),
+                         projection_dim=32)
+    part("ForObjectDetection")(cfg).eval().save_pretrained(folder)
+    size = {"height": 64, "width": 64}
+    extra = {"crop_size": size} if prefix == "OwlViT" else {}
+    part("Processor")(image_processor=part("ImageProcessor")(size=size, **extra),
+                      tokenizer=tok).save_pretrained(folder)
     return folder
 
 
