@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from finetune_domain import cpu_flags  # noqa: E402
+from finetune_domain import cpu_flags
 
 
 def photo(h: int, w: int) -> np.ndarray:
