@@ -14,6 +14,7 @@ import traceback
 from samkit.cli import (
     amg,
     demo,
+    embed,
     evaluate,
     export,
     finetune,
@@ -27,7 +28,8 @@ from samkit.cli import (
 from samkit.cli.common import CliError, join_negative_values
 from samkit.errors import SamkitError
 
-COMMANDS = (segment, amg, label, track, models, demo, studio, train, finetune, evaluate, export)
+COMMANDS = (segment, amg, label, track, embed, models, demo, studio, train, finetune, evaluate,
+            export)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,21 +14,26 @@ from samkit.cli.common import (
     amg_params,
     load_model_or_onnx,
 )
+from samkit.cli.embed import add_engine_args, run_engine
 
 CHOICES = ("coco", "coco-polygons", "yolo", "png", "labelme", "mask-pngs", "rle-json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     amg = sub.add_parser("amg", help="segment everything in an image or a directory of images")
-    amg.add_argument("input", type=Path, help="image file or directory")
+    amg.add_argument("input", type=Path,
+                     help="image file or directory; with --engine also a glob "
+                          "('photos/**/*.jpg') or a .txt / .parquet manifest of image paths")
     amg.add_argument("-o", "--output", type=Path, required=True, help="output directory")
-    amg.add_argument("--format", choices=CHOICES, default="coco",
+    amg.add_argument("--format", choices=CHOICES, default=None,
                      help="coco: one annotations.json (RLE); coco-polygons; yolo: labels/*.txt "
                           "segmentation lines; png: instances/ and semantic/ label maps; "
                           "labelme: one JSON per image; mask-pngs: a folder of 0/255 mask PNGs "
                           "per image (overlaps kept) with metadata.json; rle-json: one JSON "
-                          "of COCO-RLE records per image")
+                          "of COCO-RLE records per image (default coco; --engine writes SA-1B "
+                          "JSON per image)")
     add_amg_flags(amg)
+    add_engine_args(amg, None)
     add_onnx_args(amg)
     add_model_args(amg)
     amg.set_defaults(func=run)
@@ -41,6 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from samkit.io.formats import DatasetWriter, ImageEntry, Instance, directory_sink
     from samkit.io.image import list_images, load_image
 
+    if args.engine is not None:
+        if args.format is not None:
+            raise CliError("--engine writes SA-1B JSON per image (resumable, with a manifest); "
+                           "for --format, run without --engine")
+        if args.onnx is not None:
+            raise CliError("--engine runs PyTorch models; --onnx is not supported with it")
+        return run_engine(args, "amg", amg_params(args))
+    args.format = args.format or "coco"
     images = list_images(args.input)
     if not images:
         raise CliError(f"no images found in {args.input}")

@@ -30,12 +30,31 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {p}")
     if p.is_dir():
         raise InputError(f"{p} is a directory, not an image file")
+    return _decode(p, str(p))
+
+
+def load_image_bytes(data: bytes, name: str = "image") -> np.ndarray:
+    """:func:`load_image` for the contents of an image file (read elsewhere: a Ray worker's
+    ``read_binary_files`` row, an upload); ``name`` is used in error messages.
+
+    Raises:
+        ValueError: The bytes are not a readable image.
+    """
+    import io
+
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Any, name: str) -> np.ndarray:
     try:
-        with Image.open(p) as img:
+        with Image.open(source) as img:
             img = ImageOps.exif_transpose(img)
             array = _pil_to_array(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"cannot read image {p}: {exc}") from exc
+    except UnidentifiedImageError:
+        raise InputError(f"cannot read image {name}: not an image file, or a format Pillow "
+                         "cannot decode") from None
+    except (OSError, SyntaxError) as exc:
+        raise InputError(f"cannot read image {name}: {exc}") from exc
     return to_rgb_uint8(array)
 
 

@@ -8,7 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from samkit.studio.project import Project, model_id_for
+from samkit.studio.project import Project, project_model_id
 
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
 
@@ -31,15 +31,8 @@ def open_project(project_dir: str | os.PathLike[str], model_name: str | None = N
     assert choice.checkpoint is not None
     model = build_sam(choice.name, checkpoint=choice.checkpoint, device=device,
                       adapter=adapter)
-    if choice.bundled:
-        assert choice.name is not None
-        model_id = model_id_for(choice.name, choice.checkpoint)
-        recommended = amg_defaults(choice.name)
-    else:
-        model_id = model_id_for(choice.checkpoint.stem, choice.checkpoint)
-        recommended = {}
-    if adapter is not None:  # another encoder (lora, adapter) or decoder: its own cache
-        model_id = f"{model_id}+{model_id_for(Path(adapter).stem, adapter)}"
+    model_id = project_model_id(choice.name, choice.checkpoint, choice.bundled, adapter)
+    recommended = amg_defaults(choice.name) if choice.bundled and choice.name else {}
     return Project(project_dir, model.eval(), model_id, images_dir=images_dir), recommended
 
 

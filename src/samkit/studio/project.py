@@ -53,6 +53,16 @@ def model_id_for(name: str, weights: str | os.PathLike[str] | None) -> str:
     return f"{name}-{file_sha256(weights)[:12]}" if weights else f"{name}-random"
 
 
+def project_model_id(name: str | None, checkpoint: str | os.PathLike[str], bundled: bool,
+                     adapter: str | os.PathLike[str] | None = None) -> str:
+    """The id a project's embedding cache is kept under: the model's name (the file's stem
+    for a checkpoint given by path) and its weights' hash, plus the adapter's if any."""
+    model_id = model_id_for(name if bundled and name else Path(checkpoint).stem, checkpoint)
+    if adapter is not None:  # another encoder (lora, adapter) or decoder: its own cache
+        model_id = f"{model_id}+{model_id_for(Path(adapter).stem, adapter)}"
+    return model_id
+
+
 class Project:
     """Open or create a project.
 

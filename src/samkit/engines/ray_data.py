@@ -1,0 +1,64 @@
+"""The Ray engine: the job's :class:`~samkit.engines.batch.Processor` in a pool of Ray actors.
+
+``ray.data.read_binary_files`` reads the image files (decoded inside the workers by samkit's
+own loader, so EXIF orientation and 16-bit images are handled as everywhere else),
+``map_batches`` runs a :class:`~samkit.engines.batch.Processor` per actor of an
+``ActorPoolStrategy`` (the model is built once per actor), and the driver receives one row
+per image and writes it (:class:`~samkit.engines.batch.ResultWriter`). On a cluster the image
+paths must be readable from every node (shared storage); the output folder is written by the
+driver only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from samkit._extras import require
+from samkit.engines.batch import JobSpec, Processor
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Connect to a Ray cluster (``address="auto"``: the one ``ray start --head`` made on this
+    machine; ``"ray://host:10001"``: a remote one) or start a local one with ``num_cpus``."""
+    ray = require("ray", "ray", "The Ray engine (--engine ray)")
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
+                                  "configure_logging": False}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False  # samkit's own bar counts images
+    ctx.print_on_execution_start = False
+    return ray
+
+
+def run_ray(paths: list[str], spec: JobSpec, workers: int = 1, batch_size: int = 4,
+            gpus_per_worker: float = 0, cpus_per_worker: float | None = None,
+            address: str | None = None) -> Iterator[dict[str, Any]]:
+    """Process ``paths`` on Ray; yields the rows of each finished batch.
+
+    Args:
+        paths: Absolute image paths.
+        spec: The job (its ``threads`` are the torch threads of each actor).
+        workers: Actors in the pool (one model each).
+        batch_size: Images per ``map_batches`` call.
+        gpus_per_worker: GPUs each actor reserves (0: CPU; with a GPU set ``spec.device``
+            to ``"cuda"``).
+        cpus_per_worker: CPUs each actor reserves (default: ``spec.threads`` or 1).
+        address: The cluster to join (None: a local Ray for this process).
+    """
+    ray = init_ray(address, None if address else max(workers, os.cpu_count() or 1))
+    ds = ray.data.read_binary_files(paths, include_paths=True,
+                                    override_num_blocks=max(1, len(paths) // batch_size))
+    ds = ds.map_batches(
+        Processor, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
+        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=cpus_per_worker or spec.threads or 1, num_gpus=gpus_per_worker or None)
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+__all__ = ["init_ray", "run_ray"]
