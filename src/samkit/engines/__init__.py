@@ -56,6 +56,14 @@ def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[s
         else list_sources(source)
     writer = ResultWriter(out, spec)
     pending = writer.pending(paths)
+    missing = [p for p in pending if not os.path.isfile(p)]
+    if missing:  # failed rows at once: an engine would stop on a file it cannot open
+        gone = set(missing)
+        pending = [p for p in pending if p not in gone]
+        missing_rows = {"path": missing, "status": ["failed"] * len(missing),
+                        "output": [""] * len(missing), "payload": [b""] * len(missing),
+                        "error": [f"FileNotFoundError: no such file: {p}" for p in missing],
+                        "seconds": [0.0] * len(missing)}
     t0 = time.perf_counter()
     if engine == "local":
         from samkit.engines.local import run_local
@@ -72,6 +80,8 @@ def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[s
     bar = tqdm(total=len(pending), unit="img", desc=f"{spec.task} ({engine})",
                disable=not progress or not pending)
     try:
+        if missing:
+            records.extend(writer.write(missing_rows))
         if pending:
             for rows in batches:
                 if startup is None:

@@ -11,6 +11,8 @@ driver only.
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -23,13 +25,15 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     """Connect to a Ray cluster (``address="auto"``: the one ``ray start --head`` made on this
     machine; ``"ray://host:10001"``: a remote one) or start a local one with ``num_cpus``."""
     ray = require("ray", "ray", "The Ray engine (--engine ray)")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # Ray's C++ notices
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                  "configure_logging": False}
+                                  "logging_level": logging.ERROR}
         if address:
             ray.init(address=address, **kwargs)
         else:
             ray.init(num_cpus=num_cpus, **kwargs)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # samkit's own bar counts images
     ctx.print_on_execution_start = False
@@ -52,8 +56,12 @@ def run_ray(paths: list[str], spec: JobSpec, workers: int = 1, batch_size: int =
         address: The cluster to join (None: a local Ray for this process).
     """
     ray = init_ray(address, None if address else max(workers, os.cpu_count() or 1))
-    ds = ray.data.read_binary_files(paths, include_paths=True,
-                                    override_num_blocks=max(1, len(paths) // batch_size))
+    # Reading is I/O: it reserves no CPU, so actors holding every CPU cannot starve it.
+    read = ray.data.read_binary_files
+    no_cpu = {"num_cpus": 0} if "num_cpus" in inspect.signature(read).parameters \
+        else {"ray_remote_args": {"num_cpus": 0}}  # Ray before 2.5x
+    ds = read(paths, include_paths=True, override_num_blocks=max(1, len(paths) // batch_size),
+              **no_cpu)
     ds = ds.map_batches(
         Processor, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
         batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
