@@ -62,9 +62,11 @@ def run_ray(paths: list[str], spec: JobSpec, workers: int = 1, batch_size: int =
         else {"ray_remote_args": {"num_cpus": 0}}  # Ray before 2.5x
     ds = read(paths, include_paths=True, override_num_blocks=max(1, len(paths) // batch_size),
               **no_cpu)
+    # One batch at a time per actor: a killed run loses at most one batch per worker.
+    pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
     ds = ds.map_batches(
         Processor, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
-        batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+        batch_format="numpy", compute=pool,
         num_cpus=cpus_per_worker or spec.threads or 1, num_gpus=gpus_per_worker or None)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
