@@ -109,6 +109,16 @@ def test_local_job_writes_sa1b_and_reports_failures(spec, tiny_ckpt, tmp_path):
         run_job(images, out, other, progress=False)
 
 
+def test_one_job_per_folder(spec, tmp_path):
+    from samkit.engines import ResultWriter
+
+    first = ResultWriter(tmp_path / "out", spec)
+    with pytest.raises(InputError, match="another samkit job"):
+        ResultWriter(tmp_path / "out", spec)
+    first.close()
+    ResultWriter(tmp_path / "out", spec).close()  # free again
+
+
 def test_killed_run_resumes_without_loss_or_repeats(spec, tmp_path):
     images = make_images(tmp_path / "imgs", 10, corrupt=False)
     out = tmp_path / "out"

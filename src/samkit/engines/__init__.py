@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from samkit.engines.batch import (
@@ -52,38 +53,36 @@ def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[s
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
     if batch_size < 1 or workers < 1:
         raise InputError("batch_size and workers must be at least 1")
-    paths = sorted({os.path.abspath(p) for p in source}) if isinstance(source, list) \
+    paths = sorted({str(Path(p).resolve()) for p in source}) if isinstance(source, list) \
         else list_sources(source)
     writer = ResultWriter(out, spec)
-    pending = writer.pending(paths)
-    missing = [p for p in pending if not os.path.isfile(p)]
-    if missing:  # failed rows at once: an engine would stop on a file it cannot open
-        gone = set(missing)
-        pending = [p for p in pending if p not in gone]
-        missing_rows = {"path": missing, "status": ["failed"] * len(missing),
-                        "output": [""] * len(missing), "payload": [b""] * len(missing),
-                        "error": [f"FileNotFoundError: no such file: {p}" for p in missing],
-                        "seconds": [0.0] * len(missing)}
-    t0 = time.perf_counter()
-    if engine == "local":
-        from samkit.engines.local import run_local
-
-        batches = run_local(pending, spec, batch_size)
-    else:
-        from samkit.engines.ray_data import run_ray
-
-        batches = run_ray(pending, spec, workers, batch_size, gpus_per_worker, address=address)
     records: list[dict[str, Any]] = []
     startup = None
-    from tqdm import tqdm
-
-    bar = tqdm(total=len(pending), unit="img", desc=f"{spec.task} ({engine})",
-               disable=not progress or not pending)
+    t0 = time.perf_counter()
     try:
-        if missing:
-            records.extend(writer.write(missing_rows))
-        if pending:
-            for rows in batches:
+        pending = writer.pending(paths)
+        missing = [p for p in pending if not os.path.isfile(p)]
+        if missing:  # failed rows at once: an engine would stop on a file it cannot open
+            pending = [p for p in pending if p not in set(missing)]
+            records.extend(writer.write(
+                {"path": missing, "status": ["failed"] * len(missing),
+                 "output": [""] * len(missing), "payload": [b""] * len(missing),
+                 "error": [f"FileNotFoundError: no such file: {p}" for p in missing],
+                 "seconds": [0.0] * len(missing)}))
+        if engine == "local":
+            from samkit.engines.local import run_local
+
+            batches = run_local(pending, spec, batch_size)
+        else:
+            from samkit.engines.ray_data import run_ray
+
+            batches = run_ray(pending, spec, workers, batch_size, gpus_per_worker,
+                              address=address)
+        from tqdm import tqdm
+
+        with tqdm(total=len(pending), unit="img", desc=f"{spec.task} ({engine})",
+                  disable=not progress or not pending) as bar:
+            for rows in batches if pending else ():
                 if startup is None:
                     startup = time.perf_counter() - t0 - sum(float(s) for s in rows["seconds"])
                 for record in writer.write(rows):
@@ -92,9 +91,9 @@ def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[s
                     if on_record is not None:
                         on_record(record)
     finally:
-        bar.close()
         writer.close()
-    summary = summarize(records, time.perf_counter() - t0, len(paths) - len(pending))
+    summary = summarize(records, time.perf_counter() - t0,
+                        len(paths) - len(pending) - len(missing))
     summary.update(engine=engine, total=len(paths),
                    startup_s=None if startup is None else round(startup, 2))
     return summary

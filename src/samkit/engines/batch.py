@@ -29,6 +29,7 @@ engines write the same bytes.
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import hashlib
 import io
@@ -268,6 +269,13 @@ class ResultWriter:
     def __init__(self, out: str | os.PathLike[str], spec: JobSpec) -> None:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.out / ".lock", "w")  # noqa: SIM115 (closed by close())
+        try:  # one job at a time per folder (the lock goes with the process, even killed)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise InputError(f"another samkit job is writing to {self.out}; wait for it or "
+                             "write elsewhere") from None
         self.fingerprint = spec.fingerprint()
         job = self.out / "job.json"
         if job.exists():
@@ -276,6 +284,7 @@ class ResultWriter:
             except (json.JSONDecodeError, OSError):
                 old = None
             if old != self.fingerprint:
+                self.close()
                 diff = sorted(k for k in set(old or {}) | set(self.fingerprint)
                               if (old or {}).get(k) != self.fingerprint.get(k))
                 raise InputError(f"{self.out} holds results of other settings ({', '.join(diff)}"
@@ -286,7 +295,7 @@ class ResultWriter:
                                                  "spec": spec_doc}, indent=1).encode())
         self.manifest = self.out / "manifest.jsonl"
         self.done = self._read_done()
-        self._log = open(self.manifest, "a")  # noqa: SIM115 (closed by close())
+        self._log: Any = open(self.manifest, "a")  # noqa: SIM115 (closed by close())
 
     def _read_done(self) -> set[str]:
         last: dict[str, dict[str, Any]] = {}
@@ -333,7 +342,13 @@ class ResultWriter:
             yield r
 
     def close(self) -> None:
-        self._log.close()
+        """Close the manifest and release the folder."""
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
+        if not self._lock.closed:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
 
 
 def summarize(records: list[dict[str, Any]], seconds: float, skipped: int) -> dict[str, Any]:

@@ -56,12 +56,13 @@ def run_ray(paths: list[str], spec: JobSpec, workers: int = 1, batch_size: int =
         address: The cluster to join (None: a local Ray for this process).
     """
     ray = init_ray(address, None if address else max(workers, os.cpu_count() or 1))
-    # Reading is I/O: it reserves no CPU, so actors holding every CPU cannot starve it.
+    # Reading is I/O: it reserves no CPU, so actors holding every CPU cannot starve it, and
+    # runs as a few tasks at a time (free of CPU, Ray would start a process per block at once).
     read = ray.data.read_binary_files
     no_cpu = {"num_cpus": 0} if "num_cpus" in inspect.signature(read).parameters \
         else {"ray_remote_args": {"num_cpus": 0}}  # Ray before 2.5x
     ds = read(paths, include_paths=True, override_num_blocks=max(1, len(paths) // batch_size),
-              **no_cpu)
+              concurrency=max(2, workers), **no_cpu)
     # One batch at a time per actor: a killed run loses at most one batch per worker.
     pool = ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1)
     ds = ds.map_batches(
