@@ -159,8 +159,8 @@ def main() -> None:
     t = time.perf_counter()
     ray = init_ray(num_cpus=cpus)
     init_s = time.perf_counter() - t
-    runs.append(timed_run(images, work / "ray1", "ray", 1, cpus, b, pts))
-    runs.append(timed_run(images, work / "ray2", "ray", cpus, 1, b, pts))
+    runs.append(timed_run(images, work / "ray1", "ray", 1, cpus, b, pts))  # one 2-thread actor
+    runs.append(timed_run(images, work / "ray2", "ray", cpus, 1, b, pts))  # the CLI's default
     ray.shutdown()
     local = runs[0]
     for r in runs[1:]:

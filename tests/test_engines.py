@@ -119,16 +119,19 @@ def test_one_job_per_folder(spec, tmp_path):
     ResultWriter(tmp_path / "out", spec).close()  # free again
 
 
-def test_killed_run_resumes_without_loss_or_repeats(spec, tmp_path):
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_killed_run_resumes_without_loss_or_repeats(spec, tmp_path, engine):
+    if engine == "ray":
+        pytest.importorskip("ray")
     images = make_images(tmp_path / "imgs", 10, corrupt=False)
     out = tmp_path / "out"
     code = ("import sys, time\n"
             "from samkit.engines import JobSpec, run_job\n"
             f"spec = JobSpec(task='amg', checkpoint={spec.checkpoint!r}, amg={AMG!r}, threads=1)\n"
             "slow = lambda r: time.sleep(0.3)\n"
-            f"run_job({str(images)!r}, {str(out)!r}, spec, batch_size=2, progress=False, "
-            "on_record=slow)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code])
+            f"run_job({str(images)!r}, {str(out)!r}, spec, engine={engine!r}, batch_size=2, "
+            "progress=False, on_record=slow)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
     manifest = out / "manifest.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -136,7 +139,7 @@ def test_killed_run_resumes_without_loss_or_repeats(spec, tmp_path):
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the job ended before it could be killed"
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the job (Ray's processes follow their driver)
     proc.wait()
     before = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()]
     assert 4 <= len(before) < 10

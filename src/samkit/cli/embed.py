@@ -19,8 +19,10 @@ def add_engine_args(p: argparse.ArgumentParser, default: str | None) -> None:
     p.add_argument("--address", default=None,
                    help="ray: the cluster to join ('auto' for the one `ray start --head` made "
                         "here, ray://HOST:10001 for a remote one; default: a local Ray)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="ray: actors, each with its own model (default 1)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="ray: actors, each with its own model and --threads torch threads "
+                        "(default: as many as the cluster's CPUs / --threads, or its GPUs / "
+                        "--gpus-per-worker); fewer for big models on little memory")
     p.add_argument("--gpus-per-worker", type=float, default=0,
                    help="ray: GPUs per actor (e.g. 1; the model then runs on cuda)")
     p.add_argument("--batch-size", type=int, default=4,
@@ -45,16 +47,14 @@ def run_engine(args: argparse.Namespace, task: str, amg: dict | None = None) -> 
     some images failed."""
     from samkit.engines import JobSpec, run_job
 
-    if args.workers < 1 or args.batch_size < 1:
+    if (args.workers is not None and args.workers < 1) or args.batch_size < 1:
         raise CliError("--workers and --batch-size must be at least 1")
-    if args.engine == "local" and (args.address or args.workers != 1 or args.gpus_per_worker):
+    if args.engine == "local" and (args.address or args.workers is not None
+                                   or args.gpus_per_worker):
         raise CliError("--address, --workers and --gpus-per-worker are for --engine ray")
     dev = device(args.device) if not args.gpus_per_worker else "cuda"
-    threads = args.threads
-    if args.engine == "ray" and threads is None:
-        import os
-
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
+    # Ray: one torch thread per actor unless asked (actors of one thread scale best on CPUs)
+    threads = args.threads if args.engine == "local" else (args.threads or 1)
     spec = JobSpec(task=task, model=args.model,
                    checkpoint=None if args.checkpoint is None else str(args.checkpoint),
                    adapter=None if args.adapter is None else str(args.adapter),

@@ -27,7 +27,8 @@ ENGINES = ("local", "ray")
 
 
 def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[str],
-            spec: JobSpec, engine: str = "local", workers: int = 1, batch_size: int = 4,
+            spec: JobSpec, engine: str = "local", workers: int | None = None,
+            batch_size: int = 4,
             gpus_per_worker: float = 0, address: str | None = None, progress: bool = True,
             on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run ``spec`` on every image of ``source`` not done yet in ``out``.
@@ -38,7 +39,8 @@ def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[s
         out: The output folder (see :mod:`samkit.engines.batch` for its layout).
         spec: The task and model.
         engine: ``"local"`` (this process) or ``"ray"`` (Ray Data actors).
-        workers: Ray actors (ignored by the local engine).
+        workers: Ray actors (None: fill the cluster, see
+            :func:`~samkit.engines.ray_data.run_ray`); the local engine has one.
         batch_size: Images per batch; a killed run redoes at most the batches in flight.
         gpus_per_worker: GPUs per Ray actor.
         address: Ray cluster address (``"auto"``, ``"ray://host:10001"``; None: local Ray).
@@ -51,8 +53,11 @@ def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[s
     """
     if engine not in ENGINES:
         raise InputError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if batch_size < 1 or workers < 1:
+    if batch_size < 1 or (workers is not None and workers < 1):
         raise InputError("batch_size and workers must be at least 1")
+    if engine == "local" and workers not in (None, 1):
+        raise InputError("the local engine runs one worker (this process); use engine='ray' "
+                         "for several")
     paths = sorted({str(Path(p).resolve()) for p in source}) if isinstance(source, list) \
         else list_sources(source)
     writer = ResultWriter(out, spec)

@@ -40,7 +40,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     return ray
 
 
-def run_ray(paths: list[str], spec: JobSpec, workers: int = 1, batch_size: int = 4,
+def run_ray(paths: list[str], spec: JobSpec, workers: int | None = None, batch_size: int = 4,
             gpus_per_worker: float = 0, cpus_per_worker: float | None = None,
             address: str | None = None) -> Iterator[dict[str, Any]]:
     """Process ``paths`` on Ray; yields the rows of each finished batch.
@@ -48,14 +48,22 @@ def run_ray(paths: list[str], spec: JobSpec, workers: int = 1, batch_size: int =
     Args:
         paths: Absolute image paths.
         spec: The job (its ``threads`` are the torch threads of each actor).
-        workers: Actors in the pool (one model each).
+        workers: Actors in the pool (one model each). None fills the cluster: its GPUs /
+            ``gpus_per_worker``, or its CPUs / ``cpus_per_worker``. On CPUs, actors of one
+            thread each beat fewer actors of several threads: a multi-threaded actor stalls
+            whenever another process (the driver, Ray's own) takes one of its cores.
         batch_size: Images per ``map_batches`` call.
         gpus_per_worker: GPUs each actor reserves (0: CPU; with a GPU set ``spec.device``
             to ``"cuda"``).
         cpus_per_worker: CPUs each actor reserves (default: ``spec.threads`` or 1).
         address: The cluster to join (None: a local Ray for this process).
     """
-    ray = init_ray(address, None if address else max(workers, os.cpu_count() or 1))
+    ray = init_ray(address, None if address else max(workers or 1, os.cpu_count() or 1))
+    cpus = cpus_per_worker or spec.threads or 1
+    if workers is None:
+        res = ray.cluster_resources()
+        workers = max(1, int(res.get("GPU", 0) // gpus_per_worker if gpus_per_worker
+                             else res.get("CPU", 1) // cpus))
     # Reading is I/O: it reserves no CPU, so actors holding every CPU cannot starve it, and
     # runs as a few tasks at a time (free of CPU, Ray would start a process per block at once).
     read = ray.data.read_binary_files
@@ -68,7 +76,7 @@ def run_ray(paths: list[str], spec: JobSpec, workers: int = 1, batch_size: int =
     ds = ds.map_batches(
         Processor, fn_constructor_kwargs={"spec": spec}, batch_size=batch_size,
         batch_format="numpy", compute=pool,
-        num_cpus=cpus_per_worker or spec.threads or 1, num_gpus=gpus_per_worker or None)
+        num_cpus=cpus, num_gpus=gpus_per_worker or None)
     yield from ds.iter_batches(batch_size=None, batch_format="numpy")
 
 
