@@ -301,6 +301,23 @@ def test_grounding_dino_boxes_and_classes_match_hf(hf_models):
     assert len(top) <= 3 and np.all(np.diff(top.scores) <= 0)
 
 
+def test_grounding_dino_splits_long_class_lists(hf_models):
+    from text_models import WORDS
+
+    img, _, _ = shapes_scene()
+    det = TextDetector.from_pretrained(hf_models["gdino"])
+    names = list(WORDS)  # 16 names of 2 tokens with their ".": more than a 32-token prompt
+    groups = det._prompt_groups(names)
+    assert [len(g) for _, g in groups] == [15, 1] and [n for _, g in groups for n in g] == names
+    pooled = det.detect(img, names, 0.0, 0.0, nms_threshold=1.0, max_detections=1000)
+    assert pooled.names == names
+    parts = [(offset, det.detect(img, g, 0.0, 0.0, nms_threshold=1.0, max_detections=1000))
+             for offset, g in groups]
+    _same_rows(pooled.boxes, np.column_stack([pooled.scores, pooled.class_ids]),
+               np.concatenate([p.boxes for _, p in parts]),
+               np.concatenate([np.column_stack([p.scores, p.class_ids + o]) for o, p in parts]))
+
+
 @pytest.mark.parametrize("kind", ["owlv2", "owlvit"])
 def test_owl_boxes_match_hf(hf_models, kind):
     """OWLv2 pads to a square (boxes scale by the longer side); OWL-ViT resizes without

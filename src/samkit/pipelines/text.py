@@ -12,7 +12,9 @@ phrases, not the class names given:
 
 - Grounding DINO: the prompt is ``"cat. dog."``; a box's score for a class is the highest
   token probability (sigmoid) over that class's tokens; its score is the best class's.
-  Boxes are normalised to the image without the batch padding.
+  Boxes are normalised to the image without the batch padding. Names that do not fit in one
+  prompt (``max_text_len``, 256 tokens for the public models) are split over several runs,
+  whose boxes are pooled before the per-class NMS.
 - OWLv2 / OWL-ViT: one text query per class; the score is the sigmoid of the query's logit.
   OWLv2 pads the image to a square (bottom and right) before resizing, so its normalised
   boxes are scaled by the padded side, ``max(H, W)``, not by ``(W, H)``.
@@ -120,19 +122,43 @@ class TextDetector:
             rgb = rgb.copy()
         h, w = rgb.shape[:2]
         if self.kind == "grounding_dino":
-            class_scores, boxes = self._grounding_dino(rgb, names)
-            boxes = boxes * torch.tensor([w, h, w, h])
+            # one run per group of names that fits the text length (e.g. COCO's 80 classes),
+            # each run's boxes scored on its own names
+            runs = []
+            for offset, group in self._prompt_groups(names):
+                class_scores, boxes = self._grounding_dino(rgb, group)
+                best, ids = class_scores.max(dim=1)
+                runs.append((best, ids + offset, boxes * torch.tensor([w, h, w, h])))
+            scores, ids, boxes = (torch.cat(x) for x in zip(*runs))
         else:
             class_scores, boxes = self._owl(rgb, names)
             side = max(h, w) if self.kind == "owlv2" else None
             boxes = boxes * (torch.tensor([side] * 4) if side else torch.tensor([w, h, w, h]))
-        scores, ids = class_scores.max(dim=1)
+            scores, ids = class_scores.max(dim=1)
         keep = scores >= box_threshold
         if self.kind == "grounding_dino":
             keep &= scores >= text_threshold
         det = Detections(boxes[keep].numpy(), scores[keep].numpy(), ids[keep].numpy(), names)
         det = det.clip_to(h, w)
         return nms_per_class(det, nms_threshold, max_detections)
+
+    def _prompt_groups(self, names: list[str]) -> list[tuple[int, list[str]]]:
+        """``(index of the first name, names)`` groups whose ``"a. b."`` prompt fits the
+        model's text length (``max_text_len`` tokens, [CLS] and [SEP] included)."""
+        limit = int(getattr(self.model.config, "max_text_len", 256)) - 2
+        groups: list[tuple[int, list[str]]] = []
+        used = 0
+        for i, name in enumerate(names):
+            n = len(self.processor.tokenizer.tokenize(f"{name}."))
+            if n > limit:
+                raise InputError(f"the class name {name!r} alone takes more than the "
+                                 f"detector's {limit} text tokens")
+            if not groups or used + n > limit:
+                groups.append((i, []))
+                used = 0
+            groups[-1][1].append(name)
+            used += n
+        return groups
 
     def _grounding_dino(self, rgb: np.ndarray, names: list[str]
                         ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,9 +177,9 @@ class TextDetector:
             raise InputError(f"the detector's tokenizer has no tokens for {names}")
         out = self.model(**{k: v.to(self.device) for k, v in inputs.items()})
         probs = out.logits[0].float().sigmoid().cpu()  # (queries, text tokens)
-        if max(max(s) for s in spans) >= probs.shape[1]:
+        if max(max(s) for s in spans) >= probs.shape[1]:  # _prompt_groups keeps within it
             raise InputError(f"the class names take more than the detector's {probs.shape[1]} "
-                             "text tokens; give fewer names per run")
+                             "text tokens")
         class_scores = torch.stack([probs[:, s].max(dim=1).values for s in spans], dim=1)
         return class_scores, _xyxy(out.pred_boxes[0].float().cpu())
 
