@@ -162,10 +162,12 @@ class AutoLabeler:
 
 
 def _only(det: Detections, classes: list[str]) -> Detections:
-    """The detections whose class is one of ``classes`` (names compared in lower case), with
+    """The detections whose class is one of ``classes`` (names compared as
+    :func:`~samkit.pipelines.parse_classes` writes them: lower case, single spaces), with
     ``names`` = ``classes``."""
     index = {n: i for i, n in enumerate(classes)}
-    ids = np.array([index.get(n.lower(), -1) for n in det.names] + [-1], np.int64)
+    ids = np.array([index.get(" ".join(n.split()).lower(), -1) for n in det.names] + [-1],
+                   np.int64)
     mapped = ids[np.where(det.class_ids >= 0, det.class_ids, len(det.names))]
     out = det.select(mapped >= 0)
     out.names = list(classes)
