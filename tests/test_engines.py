@@ -109,6 +109,26 @@ def test_local_job_writes_sa1b_and_reports_failures(spec, tiny_ckpt, tmp_path):
         run_job(images, out, other, progress=False)
 
 
+def test_collect_gathers_a_job_into_one_dataset(spec, tmp_path):
+    from pycocotools.coco import COCO
+
+    images = make_images(tmp_path / "imgs", 4)
+    out = tmp_path / "out"
+    run_job(images, out, spec, progress=False)
+    assert main(["collect", str(out), "-o", str(tmp_path / "coco")]) == 0
+    coco = COCO(str(tmp_path / "coco" / "annotations.json"))
+    names = sorted(im["file_name"] for im in coco.loadImgs(coco.getImgIds()))
+    assert names == ["img0.png", "img2.png", "sub/img1.png", "sub/img3.png"]  # not corrupt.jpg
+    for im in coco.loadImgs(coco.getImgIds()):
+        doc = json.loads((out / output_relpath(str(images / im["file_name"]))).read_text())
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[im["id"]]))
+        assert [a["segmentation"] for a in anns] == [a["segmentation"]
+                                                     for a in doc["annotations"]]
+    assert main(["collect", str(out), "-o", str(tmp_path / "yolo"), "--format", "yolo"]) == 0
+    assert (tmp_path / "yolo" / "labels" / "img0.txt").is_file()
+    assert main(["collect", str(tmp_path / "imgs"), "-o", str(tmp_path / "x")]) == 2
+
+
 def test_one_job_per_folder(spec, tmp_path):
     from samkit.engines import ResultWriter
 

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in COMMANDS:
         command.register(sub)
     track.register_eval(sub)
+    embed.register_collect(sub)
     return parser
 
 

@@ -42,6 +42,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     emb.set_defaults(func=lambda args: run_engine(args, "embed"))
 
 
+def register_collect(sub: argparse._SubParsersAction) -> None:
+    col = sub.add_parser("collect", help="gather the per-image results of 'samkit amg "
+                                         "--engine' into one dataset (COCO, YOLO, ...)")
+    col.add_argument("job", type=Path, help="the job's output folder (samkit amg --engine -o)")
+    col.add_argument("-o", "--output", type=Path, required=True, help="dataset folder")
+    col.add_argument("--format", default="coco",
+                     choices=("coco", "coco-polygons", "yolo", "png", "labelme", "mask-pngs",
+                              "rle-json"), help="dataset format (default coco)")
+    col.set_defaults(func=run_collect)
+
+
+def run_collect(args: argparse.Namespace) -> int:
+    from samkit.engines import collect
+
+    counts = collect(args.job, args.output, args.format)
+    print(f"collected {counts['annotations']} mask(s) of {counts['images']} image(s) into "
+          f"{args.output}/ ({args.format})")
+    return 0
+
+
 def run_engine(args: argparse.Namespace, task: str, amg: dict | None = None) -> int:
     """Run ``task`` over ``args.input`` with ``args.engine``; prints a summary; exit code 1 if
     some images failed."""

@@ -17,6 +17,7 @@ from samkit.engines.batch import (
     JobSpec,
     Processor,
     ResultWriter,
+    collect,
     list_sources,
     output_relpath,
     summarize,
@@ -104,5 +105,5 @@ def run_job(source: str | os.PathLike[str] | list[str], out: str | os.PathLike[s
     return summary
 
 
-__all__ = ["ENGINES", "JobSpec", "Processor", "ResultWriter", "list_sources", "output_relpath",
-           "run_job"]
+__all__ = ["ENGINES", "JobSpec", "Processor", "ResultWriter", "collect", "list_sources",
+           "output_relpath", "run_job"]

@@ -351,6 +351,56 @@ class ResultWriter:
             self._lock.close()
 
 
+def collect(out: str | os.PathLike[str], dest: str | os.PathLike[str], fmt: str = "coco"
+            ) -> dict[str, int]:
+    """Gather an ``amg`` job's per-image SA-1B files into one dataset (:data:`FORMATS
+    <samkit.io.formats.FORMATS>`: one COCO file, YOLO labels, PNG label maps, ...).
+
+    Images are named by their path relative to the folder all of them share, so images of the
+    same name in different folders stay apart. Only images whose last manifest line is
+    ``done`` are included.
+
+    Returns:
+        ``{"images", "annotations"}`` written.
+    """
+    from samkit.io.formats import DatasetWriter, ImageEntry, Instance, directory_sink
+
+    root = Path(out)
+    try:
+        job = json.loads((root / "job.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        raise InputError(f"{root} is not the output folder of a samkit job (no job.json)") \
+            from None
+    if job.get("fingerprint", {}).get("task") != "amg":
+        raise InputError(f"{root} holds {job.get('fingerprint', {}).get('task')!r} results; "
+                         "only automatic-mask (amg) jobs can be collected")
+    last: dict[str, dict[str, Any]] = {}
+    for line in (root / "manifest.jsonl").read_text().splitlines():
+        try:
+            row = json.loads(line)
+            last[row["path"]] = row
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    done = sorted((p, r["output"]) for p, r in last.items() if r.get("status") == "done")
+    base = os.path.commonpath([os.path.dirname(p) for p, _ in done]) if done else ""
+    writer = DatasetWriter(fmt, directory_sink(dest),
+                           info={"description": "samkit amg --engine", "job": job})
+    n = 0
+    for path, output in done:
+        doc = json.loads((root / output).read_text())
+        im = doc["image"]
+        instances = [Instance(rle=a["segmentation"], score=a["predicted_iou"],
+                              extra={k: a[k] for k in ("area", "bbox", "predicted_iou",
+                                                       "stability_score", "point_coords",
+                                                       "crop_box")})
+                     for a in doc["annotations"]]
+        writer.add(ImageEntry(os.path.relpath(path, base), im["height"], im["width"],
+                              instances, id=im["image_id"]))
+        n += len(instances)
+    writer.close()
+    return {"images": len(done), "annotations": n}
+
+
 def summarize(records: list[dict[str, Any]], seconds: float, skipped: int) -> dict[str, Any]:
     """Counts and throughput of a run."""
     done = [r for r in records if r["status"] == "done"]
@@ -363,5 +413,6 @@ def summarize(records: list[dict[str, Any]], seconds: float, skipped: int) -> di
             "failures": [{"path": r["path"], "error": r["error"]} for r in failed][:50]}
 
 
-__all__ = ["OUTPUT_VERSION", "TASKS", "JobSpec", "Processor", "ResultWriter", "image_id",
+__all__ = ["OUTPUT_VERSION", "TASKS", "JobSpec", "Processor", "ResultWriter", "collect",
+           "image_id",
            "list_sources", "output_relpath", "read_batch", "summarize"]
