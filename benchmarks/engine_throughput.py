@@ -8,7 +8,7 @@ Issue 16's targets, on this machine with nano:
 
 Each engine runs ``samkit.engines.run_job`` (what ``samkit amg --engine`` runs) on the same
 200 held-out synthetic scenes (300 x 400) with nano's recommended generator settings and a
-16 x 16 point grid (the default 32 x 32 takes 3 s an image here; the engines' overhead is per
+16 x 16 point grid (the default 32 x 32 is about 3x slower per image; the engines' overhead is per
 image and per batch, not per point). Throughput is measured after the first batch (steady
 state) and over the whole run; startup is the time to the first batch less that batch's work.
 

@@ -14,6 +14,7 @@ from samkit.cli.common import (
     add_model_args,
     add_onnx_args,
     amg_params,
+    device,
     load_model,
     load_model_or_onnx,
     save_png,
@@ -82,8 +83,6 @@ def build_labeler(args: argparse.Namespace, need_source: bool = True) -> Any:
                        "--boxes FILE, or --clip DIR (with --text)")
     if (args.detector or args.clip) and not args.text:
         raise CliError("--detector and --clip need the class names: --text \"cat, dog\"")
-    from samkit.cli.common import device
-
     dev = device(getattr(args, "device", None))
     detector = TextDetector.from_pretrained(args.detector, dev) if args.detector else None
     clip = ClipLabeler.from_pretrained(args.clip, dev) if args.clip else None

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from samkit.errors import InputError
+from samkit.io.formats import directory_sink
 
 TASKS = ("amg", "embed")
 #: Bumped when the bytes written for the same image and settings change.
@@ -277,6 +278,7 @@ class ResultWriter:
             raise InputError(f"another samkit job is writing to {self.out}; wait for it or "
                              "write elsewhere") from None
         self.fingerprint = spec.fingerprint()
+        self._put = directory_sink(self.out)  # atomic: a temporary file, then a rename
         job = self.out / "job.json"
         if job.exists():
             try:
@@ -291,7 +293,7 @@ class ResultWriter:
                                  " differ); write to a new folder, or delete it to start over")
         else:
             spec_doc = {k: v for k, v in asdict(spec).items() if k not in ("device", "threads")}
-            self._atomic("job.json", json.dumps({"fingerprint": self.fingerprint,
+            self._put("job.json", json.dumps({"fingerprint": self.fingerprint,
                                                  "spec": spec_doc}, indent=1).encode())
         self.manifest = self.out / "manifest.jsonl"
         self.done = self._read_done()
@@ -313,13 +315,6 @@ class ResultWriter:
         """The paths not done yet, in order."""
         return [p for p in paths if p not in self.done]
 
-    def _atomic(self, relpath: str, data: bytes) -> None:
-        path = self.out / relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-
     def write(self, rows: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Write one batch of :class:`Processor` rows (outputs first, then their manifest
         lines, flushed to disk); yields each row's manifest record."""
@@ -328,7 +323,7 @@ class ResultWriter:
         for i in range(n):
             status = str(rows["status"][i])
             if status == "done":
-                self._atomic(str(rows["output"][i]), bytes(rows["payload"][i]))
+                self._put(str(rows["output"][i]), bytes(rows["payload"][i]))
             record = {"path": str(rows["path"][i]), "status": status,
                       "output": str(rows["output"][i]), "error": str(rows["error"][i]),
                       "seconds": float(rows["seconds"][i])}

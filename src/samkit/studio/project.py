@@ -286,9 +286,10 @@ class Project:
         existing = {c["name"]: c["id"] for c in self.store.list_classes()}
         candidates = []
         assert det.masks is not None
+        labels = det.labels()
         for i in np.argsort(-det.scores, kind="stable"):
             rle, area, bbox = mask_record(det.masks[i])
-            name = det.labels()[i]
+            name = labels[i]
             candidates.append({"rle": rle, "size": [size[0], size[1]],
                                "score": round(float(det.scores[i]), 4), "area": area,
                                "bbox": list(bbox), "class_name": name,
