@@ -17,7 +17,7 @@ from PIL import Image
 
 from samkit import SamAutomaticMaskGenerator, SamPredictor, build_sam, save_checkpoint
 from samkit.cli import main
-from samkit.engines import JobSpec, list_sources, output_relpath, run_job
+from samkit.engines import JobSpec, collect, list_sources, output_relpath, run_job
 from samkit.errors import InputError
 from samkit.registry import build_sam_from_config
 
@@ -127,6 +127,10 @@ def test_collect_gathers_a_job_into_one_dataset(spec, tmp_path):
     assert main(["collect", str(out), "-o", str(tmp_path / "yolo"), "--format", "yolo"]) == 0
     assert (tmp_path / "yolo" / "labels" / "img0.txt").is_file()
     assert main(["collect", str(tmp_path / "imgs"), "-o", str(tmp_path / "x")]) == 2
+    (out / output_relpath(str(images / "img2.png"))).unlink()  # a result lost after the run
+    with pytest.raises(InputError, match="run the same job again"):
+        collect(out, tmp_path / "lost")
+    assert not (tmp_path / "lost" / "annotations.json").exists()
 
 
 def test_one_job_per_folder(spec, tmp_path):

@@ -382,7 +382,12 @@ def collect(out: str | os.PathLike[str], dest: str | os.PathLike[str], fmt: str 
                            info={"description": "samkit amg --engine", "job": job})
     n = 0
     for path, output in done:
-        doc = json.loads((root / output).read_text())
+        try:
+            doc = json.loads((root / output).read_text())
+        except (OSError, json.JSONDecodeError) as exc:  # nothing written: no partial dataset
+            raise InputError(f"{root / output} (the result of {path}) is missing or unreadable "
+                             f"({exc.__class__.__name__}); run the same job again to redo it, "
+                             "then collect") from None
         im = doc["image"]
         instances = [Instance(rle=a["segmentation"], score=a["predicted_iou"],
                               extra={k: a[k] for k in ("area", "bbox", "predicted_iou",
