@@ -33,8 +33,9 @@ publish() {  # copy the run's latest weights/log to $OUT atomically, in parts < 
   rm -rf "$OUT/.tmp"
 }
 
-# held-out scenes for the final eval, drawn while the model trains
-python3 -m samkit data synth --n "$HELDOUT" -o /tmp/heldout >/tmp/synth.log 2>&1 &
+# held-out scenes for the final eval, drawn while the model trains (SKIP_EVAL=1: neither,
+# which leaves every CPU core to the scene workers; evaluate the returned weights elsewhere)
+[ "${SKIP_EVAL:-0}" = 1 ] || python3 -m samkit data synth --n "$HELDOUT" -o /tmp/heldout >/tmp/synth.log 2>&1 &
 
 init=()
 [ -n "${INIT:-}" ] && init=(--init "$INIT")
