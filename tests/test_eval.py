@@ -67,10 +67,23 @@ def test_evaluate_all_prompt_types(dataset):
     assert summary["auto_images"] == 1 and summary["auto_instances"] == first
     # The values, recomputed by the official segment-anything code on the same weights with
     # the protocol the report documents (tight XYXY box; the interior point; top score).
-    expected = _official_miou(model, root, data)
+    expected, per_instance = _official_miou(model, root, data)
     for key, value in expected.items():
         assert rows[key] == pytest.approx(value, abs=1e-9), key
     assert len({round(v, 6) for v in expected.values()}) > 1  # not a degenerate dataset
+    # By object size, with COCO's ranges (small < 32^2 <= medium < 96^2 <= large pixels).
+    by_size = summary["miou_by_size"]
+    assert sum(row["n"] for row in by_size.values()) == summary["n_instances"]
+    for name, low, high in (("small", 0, 1024), ("medium", 1024, 9216),
+                            ("large", 9216, 10**9)):
+        sel = [(p1, b) for area, p1, b in per_instance if low <= area < high]
+        if not sel:
+            assert name not in by_size
+            continue
+        assert by_size[name]["n"] == len(sel)
+        assert by_size[name]["point1"] == pytest.approx(np.mean([p for p, _ in sel]), abs=1e-9)
+        assert by_size[name]["box"] == pytest.approx(np.mean([b for _, b in sel]), abs=1e-9)
+    assert len(by_size) >= 2  # the synthetic scenes hold objects of several sizes
 
 
 def _official_miou(model, root, data):
@@ -86,6 +99,7 @@ def _official_miou(model, root, data):
     amg = segment_anything.SamAutomaticMaskGenerator(ref, points_per_side=8)
     ious: dict[str, list[float]] = {"point1": [], "point1_oracle": [], "box": [],
                                     "auto_mean_best_iou": []}
+    per_instance = []  # (mask pixels, point1 IoU, box IoU)
     for n, im in enumerate(data["images"]):
         image = load_image(root / "images" / im["file_name"])
         predictor.set_image(image)
@@ -101,7 +115,8 @@ def _official_miou(model, root, data):
             ious["box"].append(iou(predictor.predict(box=box, multimask_output=False)[0][0], gt))
             if auto is not None:
                 ious["auto_mean_best_iou"].append(max((iou(m, gt) for m in auto), default=0.0))
-    return {k: float(np.mean(v)) for k, v in ious.items()}
+            per_instance.append((int(gt.sum()), ious["point1"][-1], ious["box"][-1]))
+    return {k: float(np.mean(v)) for k, v in ious.items()}, per_instance
 
 
 def test_eval_handles_16bit_grayscale_and_polygons(dataset, tmp_path):
@@ -129,7 +144,9 @@ def test_eval_cli_writes_json(dataset, tmp_path, capsys):
     assert rc == 0
     report = json.loads(out.read_text())
     assert set(report["miou"]) == {"point1", "point1_oracle", "box"}
-    assert "point1" in capsys.readouterr().out
+    assert set(report["miou_by_size"]) <= {"small", "medium", "large"}
+    printed = capsys.readouterr().out
+    assert "point1" in printed and "by object size" in printed
 
 
 def test_data_synth_cli(tmp_path):

@@ -83,8 +83,8 @@ MODELS: dict[str, ModelEntry] = {
         WeightsInfo("nano.safetensors", None, 0, bundled=True),
         "samkit nano v2 (TinyViT, trained on synthetic scenes, bundled)",
         # best F1 at IoU 0.5 on 16 validation scenes (benchmarks/nano_amg_calibration.py):
-        # precision 0.85, recall 0.75 (the official 0.88 / 0.95: precision 0.99, recall 0.31)
-        amg_defaults=(("pred_iou_thresh", 0.5), ("stability_score_thresh", 0.9)),
+        # precision 0.88, recall 0.73 (the official 0.88 / 0.95: precision 0.99, recall 0.36)
+        amg_defaults=(("pred_iou_thresh", 0.6), ("stability_score_thresh", 0.8)),
     ),
 }
 DEFAULT_ALIASES = {"default": "vit_h"}
