@@ -15,6 +15,7 @@ Output: ``benchmarks/results/finetune_cells.json`` (and a markdown table on stdo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import shlex
@@ -32,6 +33,13 @@ VARIANTS = {
     "adapter": ["--method", "adapter"],
     "prompt": ["--method", "prompt"],
 }
+
+
+def nano_sha256() -> str:
+    """SHA-256 of the bundled nano weights (the base every method starts from)."""
+    from samkit.registry import resolve_weights
+
+    return hashlib.sha256(Path(resolve_weights("nano", None).checkpoint).read_bytes()).hexdigest()
 
 
 def cpu_flags() -> str:
@@ -88,6 +96,7 @@ def main() -> int:
         sh(["samkit", "data", "synth", "--domain", "cells", "--split", "test", "--n",
             str(args.test), "-o", str(test)], commands)
     report: dict = {"cpu": cpu_flags(), "python": platform.python_version(),
+                    "nano_sha256": nano_sha256(),  # which bundled weights were measured
                     "train_images": args.train, "test_images": args.test,
                     "minutes_per_method": args.minutes, "commands": commands}
     base = evaluate(test, out / "eval_base.json", commands)
