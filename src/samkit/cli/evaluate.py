@@ -16,7 +16,11 @@ from samkit.cli.common import (
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("eval", help="mIoU by prompt type on a COCO dataset")
+    ev = sub.add_parser(
+        "eval", help="mIoU by prompt type on a COCO dataset",
+        description="mIoU by prompt type on a COCO dataset, overall and by COCO object size "
+                    "(small < 32^2, medium, large >= 96^2 mask pixels; `miou_by_size` in the "
+                    "JSON report).")
     ev.add_argument("coco_json", type=Path, help="COCO instances JSON (RLE or polygons)")
     ev.add_argument("--images", type=Path, required=True, help="image directory")
     ev.add_argument("--prompts", default="point1,point5,box,box+point,auto",
